@@ -1,0 +1,329 @@
+"""The `kit` command line. Thin: it parses options and calls the layers below.
+
+A user's mistake ends in one clear message and the design's exit code (2 invalid
+input, 4 denied), never a traceback. Heavy imports stay inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any
+
+import click
+
+from kit.errors import EXIT_INVALID, InvalidInput, KitError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn KitError into its message and exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KitError as exc:
+            _fail(exc.message, exc.exit_code)
+
+    return wrapper
+
+
+class Context:
+    def __init__(self, project_dir: str | None):
+        self.project_dir = project_dir
+
+    @functools.cached_property
+    def project(self):
+        from kit.project import Project
+
+        return Project.discover(self.project_dir)
+
+    @functools.cached_property
+    def ledger(self):
+        from kit.ledger import Ledger
+
+        return Ledger(self.project.ledger_path)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project", "project_dir", type=click.Path(file_okay=False), default=None,
+              help="The project's root (default: the nearest folder holding kit.yaml or pyproject.toml).")
+@click.version_option(package_name="kit", prog_name="kit")
+@click.pass_context
+def cli(ctx: click.Context, project_dir: str | None) -> None:
+    """kit: notebooks as typed workflow steps, run by papermill, recorded in DuckDB."""
+    ctx.obj = Context(project_dir)
+
+
+# ---- kit run -------------------------------------------------------------------
+
+
+def parse_param_options(pairs: tuple[str, ...], declared: dict[str, Any]) -> dict[str, Any]:
+    """`-p NAME=VALUE`: a string parameter takes VALUE as it is; others read it as YAML."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InvalidInput(f"-p {pair!r}: expected NAME=VALUE")
+        name, raw = pair.split("=", 1)
+        if not name.isidentifier():
+            raise InvalidInput(f"-p: parameter name {name!r} is not a valid identifier")
+        spec = declared.get(name)
+        if spec is not None and spec.type == "string":
+            params[name] = raw
+            continue
+        try:
+            params[name] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            params[name] = raw
+    return params
+
+
+def read_params_file(path: str) -> dict[str, Any]:
+    from kit.yamlio import load_yaml
+
+    doc = load_yaml(path)
+    if doc.data is None:
+        return {}
+    if not isinstance(doc.data, dict):
+        raise doc.error((), f"expected a mapping of parameter names to values, found {type(doc.data).__name__}")
+    for name in doc.data:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise doc.error((name,), f"parameter name {name!r} is not a valid identifier")
+    return doc.data
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A workflow parameter (repeatable).")
+@click.option("--params-file", type=click.Path(dir_okay=False), help="A YAML or JSON file of parameters.")
+@click.option("--env", default=None, help="The environment to run in.")
+@click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who the run acts as (default: $KIT_PRINCIPAL, then the OS user).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once (default: the core count).")
+@pass_context
+@handle_errors
+def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str | None, env: str | None,
+        as_: str | None, workers: int | None) -> None:
+    """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
+    from kit.manifest import load_workflow
+    from kit.runner import Coordinator, RunRequest, resolve_principal
+
+    wf = load_workflow(ctx.project.find_workflow(workflow))
+    for warning in wf.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    given = read_params_file(params_file) if params_file else {}
+    given.update(parse_param_options(params, wf.spec.params))
+    coordinator = Coordinator(ctx.project)
+    outcome = coordinator.run(RunRequest(workflow=wf, params=given, principal=resolve_principal(as_),
+                                         env=env, workers=workers))
+    counts: dict[str, int] = {}
+    for status in outcome.steps.values():
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    click.echo(f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s ({summary})")
+    for failure in outcome.failures:
+        where = f" in cell {failure.error_cell}" if failure.error_cell is not None else ""
+        click.echo(f"  step {failure.step_id} failed{where}: {failure.error_type}: {failure.error_message}", err=True)
+        if failure.executed_notebook:
+            click.echo(f"  executed notebook: {failure.executed_notebook}", err=True)
+    if outcome.status != "succeeded":
+        click.echo(f"  details: kit show {outcome.run_id}", err=True)
+    sys.exit(outcome.exit_code)
+
+
+# ---- looking at runs -----------------------------------------------------------
+
+
+def _cell(value: Any, width: int | None = None) -> str:
+    from datetime import datetime
+
+    if value is None:
+        text = ""
+    elif isinstance(value, datetime):
+        text = value.isoformat(sep=" ", timespec="seconds")
+    elif isinstance(value, float):
+        text = f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    if width and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    out = [line(columns), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _jsonable(value: Any) -> Any:
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def emit(columns: list[str], rows: list[tuple], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, _jsonable(list(r)))) for r in rows], indent=2))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(v) if not isinstance(v, (int, float)) else v for v in row])
+    else:
+        click.echo(format_table(columns, rows))
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+
+
+@cli.command()
+@FORMAT
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--workflow", default=None, help="Only runs of this workflow.")
+@click.option("--status", default=None, help="Only runs with this status.")
+@pass_context
+@handle_errors
+def runs(ctx: Context, fmt: str, limit: int, workflow: str | None, status: str | None) -> None:
+    """List recent runs, newest first."""
+    where, args = [], []
+    if workflow:
+        where.append("r.workflow = ?")
+        args.append(workflow)
+    if status:
+        where.append("r.status = ?")
+        args.append(status)
+    sql = f"""
+        SELECT r.run_id, r.workflow, r.version, r.status, r.principal, r.env, r.started_at,
+               round(epoch(r.ended_at) - epoch(r.started_at), 2) AS seconds,
+               count(s.step_id) FILTER (WHERE s.status IN ('succeeded', 'cached')) || '/' || count(s.step_id) AS steps,
+               r.scenario_id
+        FROM runs r LEFT JOIN steps s USING (run_id)
+        {'WHERE ' + ' AND '.join(where) if where else ''}
+        GROUP BY ALL ORDER BY r.run_id DESC LIMIT {int(limit)}"""
+    columns, rows = ctx.ledger.query(sql, args)
+    emit(columns, rows, fmt)
+
+
+def resolve_run(ledger, ref: str) -> str:
+    """A run id from a full id, a unique prefix, or `last`."""
+    if ref == "last":
+        _, rows = ledger.query("SELECT run_id FROM runs ORDER BY run_id DESC LIMIT 1")
+    else:
+        _, rows = ledger.query("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id LIMIT 3", [ref])
+    if not rows:
+        from kit.errors import NotFound
+
+        raise NotFound(f"no run {ref!r} in {ledger.path}")
+    if len(rows) > 1:
+        raise InvalidInput(f"run {ref!r} is ambiguous: it starts {', '.join(r[0] for r in rows)}, ...")
+    return rows[0][0]
+
+
+def _brief(output: dict[str, Any]) -> str:
+    if output["type"] == "table":
+        return f"table, {output['size_bytes']} bytes, {output['artifact'][:24]}…"
+    return _cell(json.dumps(output["value"], ensure_ascii=False), 70)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@FORMAT
+@pass_context
+@handle_errors
+def show(ctx: Context, run_ref: str, fmt: str) -> None:
+    """Show a run: its steps, statuses, durations, outputs, and any error with its failing cell."""
+    ledger = ctx.ledger
+    run_id = resolve_run(ledger, run_ref)
+    run_row = ledger.rows("SELECT * FROM runs WHERE run_id = ?", [run_id])[0]
+    steps = ledger.rows("SELECT * FROM steps WHERE run_id = ? ORDER BY started_at NULLS LAST, step_id", [run_id])
+    outputs = ledger.rows("SELECT * FROM outputs WHERE run_id = ? ORDER BY step_id, name", [run_id])
+    if fmt == "json":
+        click.echo(json.dumps(_jsonable({"run": run_row, "steps": steps, "outputs": outputs}), indent=2))
+        return
+    if fmt == "csv":
+        columns = ["step_id", "status", "attempts", "duration_ms", "error_type", "error_message"]
+        emit(columns, [tuple(s[c] for c in columns) for s in steps], "csv")
+        return
+    seconds = ""
+    if run_row["ended_at"] and run_row["started_at"]:
+        seconds = f" in {(run_row['ended_at'] - run_row['started_at']).total_seconds():.1f}s"
+    click.echo(f"run {run_id}: {run_row['status']}{seconds}")
+    click.echo(f"  workflow  {run_row['workflow']} {run_row['version']}  bundle {(run_row['bundle_id'] or '')[:12]}")
+    click.echo(f"  as        {run_row['principal']}  env {run_row['env'] or '-'}  engine {run_row['engine']} ({run_row['isolation']})")
+    click.echo(f"  params    {json.dumps(run_row['params'], ensure_ascii=False)}")
+    click.echo(f"  started   {_cell(run_row['started_at'])}  git {(run_row['git_commit'] or '-')[:12]}")
+    if run_row["scenario_id"]:
+        click.echo(f"  scenario  {run_row['scenario_id']}")
+    by_step: dict[str, list[str]] = {}
+    for out in outputs:
+        by_step.setdefault(out["step_id"], []).append(f"{out['name']}: {_brief(out)}")
+    click.echo("")
+    rows = [(s["step_id"], s["status"], s["attempts"], s["duration_ms"], "; ".join(by_step.get(s["step_id"], [])))
+            for s in steps]
+    click.echo(format_table(["step", "status", "attempts", "ms", "outputs"], rows, max_width=90))
+    for s in steps:
+        if s["status"] == "failed":
+            click.echo(f"\nstep {s['step_id']} failed: {s['error_type']}: {s['error_message']}")
+            if s["error_cell"] is not None:
+                click.echo(f"  failing cell {s['error_cell']}:")
+                for line in (s["error_source"] or "").splitlines()[:15]:
+                    click.echo(f"    | {line}")
+            if s["executed_notebook"]:
+                click.echo(f"  executed notebook: {s['executed_notebook']}")
+
+
+@cli.command()
+@click.argument("query")
+@FORMAT
+@pass_context
+@handle_errors
+def sql(ctx: Context, query: str, fmt: str) -> None:
+    """Run a read-only SQL QUERY against the ledger."""
+    columns, rows = ctx.ledger.user_query(query)
+    emit(columns, rows, fmt)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="kit", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KitError as exc:
+        _fail(exc.message, exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

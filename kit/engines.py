@@ -1,0 +1,195 @@
+"""Engines: how a step's notebook is executed (DESIGN section 13).
+
+An engine takes a `StepTask` and executes its notebook, keeping papermill's
+parameterization and its executed output notebook. It reports what went wrong, if
+anything, as a `NotebookOutcome`; collecting outputs is not its business.
+
+- ``papermill``: a fresh Jupyter kernel per step, exact Jupyter semantics.
+
+Engines register by name in `ENGINES`, in the spirit of papermill's own small
+engine registry. Kernels use the IPC transport in a private folder, which removes
+the port races of concurrent kernel starts (papermill #511), and shut down
+immediately, which removes graceful shutdown's stalls (FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from kit.api import OBJECTS_ENV, SPOOL_ENV
+from kit.task import StepTask
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+@dataclass
+class NotebookOutcome:
+    """What executing a notebook produced besides its spool: an error, and cell timings."""
+
+    error_type: str | None = None
+    error_message: str | None = None
+    error_cell: int | None = None
+    error_source: str | None = None
+    traceback: str | None = None
+    cells: list[dict[str, Any]] = field(default_factory=list)  # papermill's per-cell timing metadata
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+Engine = Callable[[StepTask], NotebookOutcome]
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(name: str) -> Callable[[Engine], Engine]:
+    def decorate(fn: Engine) -> Engine:
+        ENGINES[name] = fn
+        return fn
+
+    return decorate
+
+
+def get_engine(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        from kit.errors import InvalidInput
+
+        raise InvalidInput(f"unknown engine {name!r}; known engines: {', '.join(sorted(ENGINES))}") from None
+
+
+def kernel_environment(task: StepTask) -> dict[str, str]:
+    """The environment a step's kernel sees: the coordinator's, plus where to spool."""
+    env = dict(os.environ)
+    env.update(task.env)
+    env[SPOOL_ENV] = task.spool
+    env[OBJECTS_ENV] = task.objects
+    env.pop("KIT_HOME", None)
+    return env
+
+
+_papermill_registered = False
+
+
+def _register_with_papermill() -> None:
+    """Teach papermill an engine that starts kernels our way (env, IPC, immediate shutdown)."""
+    global _papermill_registered
+    if _papermill_registered:
+        return
+    from nbclient.util import run_sync
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from traitlets import Dict, Unicode
+
+    class StepClient(PapermillNotebookClient):
+        kernel_env = Dict(default_value=None, allow_none=True).tag(config=True)
+        ipc_dir = Unicode("").tag(config=True)
+
+        def create_kernel_manager(self):
+            km = super().create_kernel_manager()
+            if self.ipc_dir:
+                km.transport = "ipc"
+                km.ip = os.path.join(self.ipc_dir, "k")
+            return km
+
+        async def async_start_new_kernel(self, **kwargs):
+            if self.kernel_env is not None:
+                kwargs.setdefault("env", self.kernel_env)
+            return await super().async_start_new_kernel(**kwargs)
+
+        # nbclient binds its sync wrappers to the base class's coroutine: rebind ours.
+        start_new_kernel = run_sync(async_start_new_kernel)
+
+    class KitEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs.pop("input_path", None)
+            return StepClient(
+                nb_man,
+                kernel_name=kernel_name,
+                timeout=execution_timeout,
+                startup_timeout=start_timeout,
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+                **kwargs,
+            ).execute()
+
+    papermill_engines.register("kit", KitEngine)
+    _papermill_registered = True
+
+
+def _cell_timings(nb: Any) -> list[dict[str, Any]]:
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("papermill", {})
+        if cell.get("cell_type") == "code" and meta.get("start_time"):
+            cells.append(
+                {
+                    "index": index,
+                    "start_time": meta.get("start_time"),
+                    "end_time": meta.get("end_time"),
+                    "status": meta.get("status"),
+                    "tags": list(cell.get("metadata", {}).get("tags", [])),
+                }
+            )
+    return cells
+
+
+@register_engine("papermill")
+def papermill_engine(task: StepTask) -> NotebookOutcome:
+    """A fresh kernel per step through papermill: exact Jupyter semantics."""
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    _register_with_papermill()
+    ipc_dir = tempfile.mkdtemp(prefix="kit-k-")
+    outcome = NotebookOutcome()
+    try:
+        for attempt in range(3):  # a kernel that fails to start is retried (port and start races)
+            try:
+                papermill.execute_notebook(
+                    task.notebook,
+                    task.output_notebook,
+                    parameters=task.parameters,
+                    engine_name="kit",
+                    kernel_name=task.kernel_name,
+                    progress_bar=False,
+                    log_output=False,
+                    start_timeout=60,
+                    kernel_env=kernel_environment(task),
+                    ipc_dir=ipc_dir,
+                    resources={"metadata": {"path": task.workdir}},
+                    shutdown_kernel="immediate",
+                )
+                break
+            except PapermillExecutionError as exc:
+                outcome.error_type = exc.ename
+                outcome.error_message = strip_ansi(str(exc.evalue))
+                outcome.error_cell = exc.cell_index
+                outcome.error_source = exc.source
+                outcome.traceback = strip_ansi("\n".join(exc.traceback))
+                break
+            except RuntimeError as exc:
+                if "kernel" not in str(exc).lower() or attempt == 2:
+                    raise
+    except Exception as exc:  # the kernel died, could not start, or the notebook could not be written
+        outcome.error_type = type(exc).__name__
+        outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+    if os.path.exists(task.output_notebook):
+        outcome.cells = _cell_timings(nbformat.read(task.output_notebook, as_version=4))
+    return outcome

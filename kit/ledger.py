@@ -1,0 +1,294 @@
+"""The ledger: one DuckDB file, `.kit/ledger.duckdb`, written only by the coordinator.
+
+DuckDB lets one process hold a file read-write and then no other process may open
+it at all (FIELD-NOTES). So every write is a short transaction behind a
+cross-process file lock, on a connection opened and closed around it, retried while
+someone else (a notebook, `kit sql`, the explorer) holds the file. A batch that
+still cannot be written is journaled to `.kit/pending/` and applied by the next
+writer: a reader that never lets go delays rows, it never loses them or fails a run.
+
+Writes are batches of plain operations, so they can be journaled as JSON:
+``("upsert", table, rows)``, ``("insert", table, rows)``, ``("sql", statement, params)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from kit.errors import InvalidInput, KitError
+
+# Each migration is applied once, in order, inside a write transaction.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE bundles (
+            bundle_id VARCHAR PRIMARY KEY, workflow VARCHAR, version VARCHAR,
+            lock JSON, created_at TIMESTAMP);
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, workflow VARCHAR, bundle_id VARCHAR, version VARCHAR,
+            env VARCHAR, principal VARCHAR, params JSON, status VARCHAR,
+            started_at TIMESTAMP, ended_at TIMESTAMP, scenario_id VARCHAR, baseline_of VARCHAR,
+            git_commit VARCHAR, manifest VARCHAR, engine VARCHAR, isolation VARCHAR,
+            workers INTEGER, kit_version VARCHAR, python_version VARCHAR, packages_hash VARCHAR,
+            pid INTEGER, error VARCHAR);
+        CREATE TABLE steps (
+            run_id VARCHAR, step_id VARCHAR, status VARCHAR, attempts INTEGER,
+            started_at TIMESTAMP, ended_at TIMESTAMP, duration_ms DOUBLE,
+            cache_key VARCHAR, cached_from VARCHAR, notebook VARCHAR, executed_notebook VARCHAR,
+            error_type VARCHAR, error_message VARCHAR, error_cell INTEGER, error_source VARCHAR,
+            traceback VARCHAR,
+            PRIMARY KEY (run_id, step_id));
+        CREATE TABLE spans (
+            run_id VARCHAR, span_id VARCHAR, parent_id VARCHAR, step_id VARCHAR,
+            name VARCHAR, kind VARCHAR, started_at TIMESTAMP, ended_at TIMESTAMP,
+            status VARCHAR, attributes JSON);
+        CREATE TABLE outputs (
+            run_id VARCHAR, step_id VARCHAR, name VARCHAR, type VARCHAR, value JSON,
+            artifact VARCHAR, size_bytes BIGINT,
+            PRIMARY KEY (run_id, step_id, name));
+        CREATE TABLE ledger_batches (batch_id VARCHAR PRIMARY KEY, applied_at TIMESTAMP);
+        """,
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+_JSON_COLUMNS = {"lock", "params", "attributes", "value", "expected", "actual"}
+
+
+def utcnow() -> str:
+    """Now, in UTC, as the naive ISO text the ledger's TIMESTAMP columns store."""
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used by another process" in text
+
+
+@dataclass
+class Batch:
+    ops: list[tuple]
+    batch_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.batch_id = self.batch_id or uuid.uuid4().hex
+
+
+class Ledger:
+    def __init__(self, path: str | Path, wait: float = 15.0):
+        self.path = Path(path)
+        self.lock_path = self.path.with_suffix(".lock")
+        self.pending_dir = self.path.parent / "pending"
+        self.wait = wait
+
+    # ---- connections -------------------------------------------------------
+
+    def _connect(self, read_only: bool, wait: float):
+        import duckdb
+
+        deadline = time.monotonic() + wait
+        delay = 0.01
+        while True:
+            try:
+                if read_only:
+                    return duckdb.connect(str(self.path), read_only=True, config={"enable_external_access": False})
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+    @contextmanager
+    def _file_lock(self, wait: float) -> Iterator[None]:
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path))
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise _Busy() from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def transaction(self, wait: float | None = None) -> Iterator[Any]:
+        """A write transaction; migrates the schema and applies journaled batches first."""
+        import duckdb
+
+        wait = self.wait if wait is None else wait
+        with self._file_lock(wait):
+            try:
+                con = self._connect(read_only=False, wait=wait)
+            except duckdb.Error as exc:
+                if _is_lock_error(exc):
+                    raise _Busy() from None
+                raise
+            try:
+                self._migrate(con)
+                drained = self._drain_pending(con)
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.close()
+            for path in drained:
+                path.unlink(missing_ok=True)
+
+    def _migrate(self, con) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
+        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise KitError(
+                f"{self.path}: the ledger's schema is version {current}, newer than this kit "
+                f"(knows {SCHEMA_VERSION}): upgrade kit"
+            )
+        for version, sql in MIGRATIONS:
+            if version > current:
+                con.execute("BEGIN TRANSACTION")
+                con.execute(sql)
+                con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, utcnow()])
+                con.execute("COMMIT")
+
+    # ---- writing -----------------------------------------------------------
+
+    def write(self, *ops: tuple, wait: float | None = None) -> bool:
+        """Apply `ops` in one transaction; journal them if the file stays busy. True if written now."""
+        batch = Batch(list(ops))
+        try:
+            with self.transaction(wait=wait) as con:
+                _apply(con, batch.ops)
+            return True
+        except _Busy:
+            self._journal(batch)
+            return False
+
+    def _journal(self, batch: Batch) -> None:
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{batch.batch_id}.json"
+        tmp = self.pending_dir / (".tmp-" + name)
+        with open(tmp, "w") as fh:
+            json.dump({"batch_id": batch.batch_id, "ops": batch.ops}, fh, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.pending_dir / name)
+
+    def pending(self) -> list[Path]:
+        if not self.pending_dir.is_dir():
+            return []
+        return sorted(p for p in self.pending_dir.glob("*.json") if not p.name.startswith(".tmp-"))
+
+    def _drain_pending(self, con) -> list[Path]:
+        done = []
+        for path in self.pending():
+            try:
+                batch = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a torn journal file cannot exist (atomic rename); skip what we cannot read
+            seen = con.execute("SELECT 1 FROM ledger_batches WHERE batch_id = ?", [batch["batch_id"]]).fetchall()
+            if not seen:
+                con.execute("BEGIN TRANSACTION")
+                _apply(con, [tuple(op) for op in batch["ops"]])
+                con.execute("INSERT INTO ledger_batches VALUES (?, ?)", [batch["batch_id"], utcnow()])
+                con.execute("COMMIT")
+            done.append(path)
+        return done
+
+    def flush(self) -> None:
+        """Apply journaled batches now (a no-op when there are none)."""
+        if self.pending():
+            self.write()
+
+    # ---- reading -----------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the file and its schema if missing (readers need the tables to exist)."""
+        if not self.path.exists() or self.pending():
+            self.write()
+
+    def query(self, sql: str, params: list | None = None, wait: float | None = None) -> tuple[list[str], list[tuple]]:
+        """Run a read-only query; returns column names and rows."""
+        self.ensure()
+        con = self._connect(read_only=True, wait=self.wait if wait is None else wait)
+        try:
+            cursor = con.execute(sql, params or [])
+            description = cursor.description or []
+            rows = cursor.fetchall()
+            json_columns = [i for i, d in enumerate(description) if str(d[1]) == "JSON"]
+            if json_columns:  # JSON columns come back as text: give callers the values
+                rows = [tuple(json.loads(v) if i in json_columns and isinstance(v, str) else v
+                              for i, v in enumerate(row)) for row in rows]
+            return [d[0] for d in description], rows
+        finally:
+            con.close()
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+        columns, rows = self.query(sql, params)
+        return [dict(zip(columns, row)) for row in rows]
+
+    def user_query(self, sql: str) -> tuple[list[str], list[tuple]]:
+        """A user's SQL: read statements only (`kit sql`)."""
+        import duckdb
+
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"kit sql: {exc}") from None
+        if not statements:
+            raise InvalidInput("kit sql: no statement given")
+        allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+        for statement in statements:
+            if statement.type not in allowed:
+                raise InvalidInput(
+                    f"kit sql is read-only: refused a {statement.type.name} statement "
+                    "(only SELECT, WITH ... SELECT and EXPLAIN run here)"
+                )
+        try:
+            return self.query(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"kit sql: {str(exc).splitlines()[0]}") from None
+
+
+class _Busy(Exception):
+    """The ledger stayed locked by another process for the whole wait."""
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns take Python values (a str becomes a JSON string, None stays NULL)."""
+    return {k: json.dumps(v, default=str) if k in _JSON_COLUMNS and v is not None else v for k, v in row.items()}
+
+
+def _apply(con, ops: list[tuple]) -> None:
+    import pyarrow as pa
+
+    for op in ops:
+        kind = op[0]
+        if kind in ("upsert", "insert"):
+            _, table, rows = op
+            if not rows:
+                continue
+            data = pa.Table.from_pylist([_encode(r) for r in rows])  # noqa: F841 (read by DuckDB)
+            verb = "INSERT OR REPLACE INTO" if kind == "upsert" else "INSERT INTO"
+            con.execute(f"{verb} {table} BY NAME SELECT * FROM data")
+        elif kind == "sql":
+            _, statement, params = op
+            con.execute(statement, params)
+        else:
+            raise ValueError(f"unknown ledger operation {kind!r}")

@@ -1,0 +1,125 @@
+"""Executing one step attempt: the pure function from a `StepTask` to a `StepResult`.
+
+Runs the notebook through an engine, then reads what the kernel spooled (outputs,
+spans, secret names), moves tables into the object store and checks every output
+against its declared type. It never touches the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kit import contracts
+from kit.engines import get_engine
+from kit.ledger import utcnow
+from kit.objects import ObjectStore, ref_of
+from kit.task import OutputRecord, StepResult, StepTask
+
+
+def execute_step(task: StepTask) -> StepResult:
+    spool = Path(task.spool)
+    if spool.exists():
+        shutil.rmtree(spool)
+    spool.mkdir(parents=True)
+    Path(task.output_notebook).parent.mkdir(parents=True, exist_ok=True)
+
+    started_at = utcnow()
+    t0 = time.perf_counter()
+    outcome = get_engine(task.engine)(task)
+    duration_ms = (time.perf_counter() - t0) * 1000
+    result = StepResult(
+        step_id=task.step_id,
+        attempt=task.attempt,
+        status="succeeded" if outcome.ok else "failed",
+        started_at=started_at,
+        ended_at=utcnow(),
+        duration_ms=round(duration_ms, 3),
+        executed_notebook=task.output_notebook if Path(task.output_notebook).exists() else None,
+        error_type=outcome.error_type,
+        error_message=outcome.error_message,
+        error_cell=outcome.error_cell,
+        error_source=outcome.error_source,
+        traceback=outcome.traceback,
+    )
+    result.spans = _read_jsonl(spool / "spans.jsonl") + [
+        _cell_span(cell) for cell in outcome.cells
+    ]
+    result.secrets = sorted({r["name"] for r in _read_jsonl(spool / "secrets.jsonl")})
+    if outcome.ok:
+        _collect_outputs(task, spool, result)
+    shutil.rmtree(spool, ignore_errors=True)
+    return result
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a killed kernel
+    return records
+
+
+def _cell_span(cell: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "span_id": uuid.uuid4().hex[:16],
+        "parent_id": None,
+        "name": f"cell {cell['index']}",
+        "kind": "cell",
+        "started_at": cell["start_time"],
+        "ended_at": cell["end_time"],
+        "status": "error" if cell["status"] == "failed" else "ok",
+        "attributes": {"cell": cell["index"], "tags": cell["tags"]},
+    }
+
+
+def _type_name(spec: Any) -> str:
+    if contracts.is_table(spec):
+        return "table"
+    return spec if isinstance(spec, str) else "schema"
+
+
+def _collect_outputs(task: StepTask, spool: Path, result: StepResult) -> None:
+    """Read spooled outputs, store tables, and fail the step on a missing or mistyped one."""
+    store = ObjectStore(task.objects)
+    produced: dict[str, Path] = {}
+    out_dir = spool / "outputs"
+    if out_dir.is_dir():
+        for path in sorted(out_dir.iterdir()):
+            if path.suffix in (".json", ".parquet"):
+                produced[path.stem] = path
+    problems = []
+    for name, spec in task.outputs.items():
+        path = produced.get(name)
+        if path is None:
+            problems.append(f"output {name!r} was not produced: the notebook never called kit.output({name!r}, ...)")
+            continue
+        is_table = path.suffix == ".parquet"
+        value = None if is_table else json.loads(path.read_text())["value"]
+        problem = contracts.check_output(name, spec, value, is_table)
+        if problem:
+            problems.append(problem)
+            continue
+        if is_table:
+            digest = store.put_file(path)
+            record = OutputRecord(name, "table", artifact=ref_of(digest), size_bytes=path.stat().st_size)
+        else:
+            record = OutputRecord(name, _type_name(spec), value=value, size_bytes=path.stat().st_size)
+        result.outputs.append(record)
+    undeclared = sorted(set(produced) - set(task.outputs))
+    if undeclared:
+        result.warnings.append(f"undeclared outputs ignored: {', '.join(undeclared)} (declare them in workflow.yaml)")
+    if problems:
+        result.status = "failed"
+        result.error_type = "OutputError"
+        result.error_message = "; ".join(problems)
