@@ -25,7 +25,7 @@ Subclass :class:`Comparator`::
 
     class EvenComparator(Comparator):
         name = "even"                          # the key used in scenario files
-        options = frozenset({"strict"})        # other keys allowed beside it
+        options = frozenset({"note"})          # other keys allowed beside it
 
         def check_spec(self, spec, ctx):
             # called when the scenario file is loaded; raise ValueError(message)
@@ -673,7 +673,7 @@ def _coerce(s, kind: str):
             out = s.map(lambda v: v if isinstance(v, bool) else _BOOL_WORDS.get(str(v).strip().lower()) if v is not None and not (isinstance(v, float) and math.isnan(v)) else None)
             out = out.astype(object)
         elif kind == "datetime":
-            out = pd.to_datetime(s, errors="coerce")
+            out = pd.to_datetime(s, errors="coerce", format="mixed")
         else:
             return None
     except (TypeError, ValueError, OverflowError):
@@ -900,6 +900,11 @@ class Table(Comparator):
 
     @staticmethod
     def _sorted(df, columns):
+        if all(_kind(df[c]) in ("number", "text", "bool", "datetime") for c in columns):
+            try:
+                return df.sort_values(by=list(columns), kind="mergesort", na_position="first").reset_index(drop=True)
+            except (TypeError, ValueError):
+                pass
         rows = [[_cell(v) for v in row] for row in df[columns].itertuples(index=False)]
         order = sorted(range(len(rows)), key=lambda i: tuple(_sort_key(v) for v in rows[i]))
         return df.iloc[order].reset_index(drop=True)

@@ -191,5 +191,16 @@ def papermill_engine(task: StepTask) -> NotebookOutcome:
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
     if os.path.exists(task.output_notebook):
-        outcome.cells = _cell_timings(nbformat.read(task.output_notebook, as_version=4))
+        executed = nbformat.read(task.output_notebook, as_version=4)
+        outcome.cells = _cell_timings(executed)
+        if outcome.error_cell is not None:  # papermill puts an error banner on top: index the saved file
+            outcome.error_cell = _failing_cell(executed, outcome.error_cell)
     return outcome
+
+
+def _failing_cell(nb: Any, fallback: int) -> int:
+    """The index, in the executed notebook as saved, of the cell that raised."""
+    for index, cell in enumerate(nb.cells):
+        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
+            return index
+    return fallback

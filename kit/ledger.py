@@ -85,11 +85,12 @@ class Batch:
 
 
 class Ledger:
-    def __init__(self, path: str | Path, wait: float = 15.0):
+    def __init__(self, path: str | Path, wait: float | None = None):
         self.path = Path(path)
         self.lock_path = self.path.with_suffix(".lock")
         self.pending_dir = self.path.parent / "pending"
-        self.wait = wait
+        self.wait = float(os.environ.get("KIT_LEDGER_WAIT", 15.0)) if wait is None else wait
+        self._journaling = False  # after one busy wait, don't wait long again until a write goes through
 
     # ---- connections -------------------------------------------------------
 
@@ -172,13 +173,17 @@ class Ledger:
     def write(self, *ops: tuple, wait: float | None = None) -> bool:
         """Apply `ops` in one transaction; journal them if the file stays busy. True if written now."""
         batch = Batch(list(ops))
+        if wait is None and self._journaling:
+            wait = min(self.wait, 0.2)
         try:
             with self.transaction(wait=wait) as con:
                 _apply(con, batch.ops)
-            return True
         except _Busy:
             self._journal(batch)
+            self._journaling = True
             return False
+        self._journaling = False
+        return True
 
     def _journal(self, batch: Batch) -> None:
         self.pending_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ Checking an expectation is :func:`kit.comparators.evaluate`.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -98,7 +99,7 @@ class Scenario(BaseModel):
     @property
     def base_dir(self) -> Path:
         """The folder relative paths in the scenario resolve against."""
-        return self.path.parent if self.path is not None else Path.cwd()
+        return Path(os.path.abspath(self.path)).parent if self.path is not None else Path.cwd()
 
     @property
     def recordings_path(self) -> Path | None:
@@ -137,7 +138,7 @@ class _RawScenario(BaseModel):
     params: dict[str, Any] | None = None
     env: str | None = None
     as_: str | None = Field(default=None, alias="as")
-    expect: dict[str, Any] | None = None
+    expect: dict[Any, Any] | None = None  # keys are checked one by one, with their lines
     recordings: str | None = None
     source: dict[str, Any] | None = None
     tags: list[str] | None = None
@@ -217,13 +218,16 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
     )
 
 
-def _expectation(doc: Located, key: str, spec: Any, ctx: _cmp.CompareContext, problems: list[str]) -> Expectation | None:
+def _expectation(doc: Located, key: Any, spec: Any, ctx: _cmp.CompareContext, problems: list[str]) -> Expectation | None:
     loc = ("expect", key)
 
     def problem(message: str, sub: str | None = None) -> None:
         where = doc.where(loc + (sub,) if sub is not None else loc)
         problems.append(f"{where}: expect {key!r}: {message}")
 
+    if not isinstance(key, str):
+        problem(f"expected a key of the form STEP.OUTPUT or STEP.OUTPUT.path, got {key!r}")
+        return None
     try:
         step, output, parts = parse_key(key)
     except ValueError as exc:

@@ -84,7 +84,10 @@ def load_yaml(path: str | Path, text: str | None = None) -> Located:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
-        raise InvalidInput(f"{path}{line}: malformed YAML: {exc.problem or exc.context}") from None
+        context = ""
+        if exc.context and exc.context_mark and exc.problem:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise InvalidInput(f"{path}{line}: malformed YAML: {exc.problem or exc.context}{context}") from None
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{path}: malformed YAML: {exc}") from None
     lines: dict[Loc, int] = {}

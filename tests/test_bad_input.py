@@ -1,0 +1,155 @@
+"""Every bad manifest or parameter is refused before anything runs: exit 2, file and field named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+BAD_MANIFESTS = {
+    "malformed YAML": ("workflow: demo\nversion: 1\nsteps:\n  a: {notebook: a.ipynb\n", "flow mapping at line 4"),
+    "unknown key": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    retry: 3\n", "steps.a.retry: unknown key"),
+    "unknown top-level key": ("workflow: demo\nversion: 1\nstep: {}\nsteps: {}\n", "step: unknown key"),
+    "cycle": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: b.n}\n    outputs: {n: integer}\n"
+        "  b:\n    notebook: a.ipynb\n    inputs: {n: a.n}\n    outputs: {n: integer}\n",
+        "cycle",
+    ),
+    "unknown step": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: zz.n}\n", "no step 'zz'"),
+    "unknown output": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: integer}\n"
+        "  b:\n    notebook: a.ipynb\n    inputs: {n: a.nope}\n",
+        "declares no output 'nope'",
+    ),
+    "missing notebook": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: missing.ipynb\n", "no such notebook"),
+    "no parameters cell": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: plain.ipynb\n", "no cell tagged 'parameters'"),
+    "input without parameter": (
+        "workflow: demo\nversion: 1\nparams: {y: {type: integer}}\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {y: params.y}\n",
+        "has no parameter 'y'",
+    ),
+    "bad output type": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: tabel}\n", "unknown type 'tabel'"),
+    "bad wiring": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: 5}\n", "expected params.NAME or STEP.OUTPUT"),
+    "type mismatch in wiring": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: object}\n"
+        "  b:\n    notebook: a.ipynb\n    inputs: {n: a.n}\n",
+        "annotates n: int",
+    ),
+    "injected input name": (
+        'workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {"n\\nimport os": params.x}\n',
+        "not a valid identifier",
+    ),
+}
+
+
+@pytest.fixture
+def bad(project):
+    project.notebook("a.ipynb", "n: int = 0", "open('ran', 'w').write('yes')")
+    project.notebook("plain.ipynb", None, "print(1)")
+    return project
+
+
+def assert_refused(project, result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+    assert not (project.root / "wf" / "ran").exists()
+    assert project.run_count() == 0
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_bad_manifest_is_refused_naming_file_and_field(bad, case):
+    text, needle = BAD_MANIFESTS[case]
+    bad.manifest(text)
+    result = bad.cli("run", "wf")
+    assert_refused(bad, result, "workflow.yaml", needle)
+
+
+def test_a_line_number_is_given(bad):
+    bad.manifest("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputz: {}\n")
+    result = bad.cli("run", "wf")
+    assert_refused(bad, result, "workflow.yaml:6", "steps.a.outputz")
+
+
+@pytest.fixture
+def typed(project):
+    project.notebook("a.ipynb", "n: int = 0\ntext: str = ''", "open('ran', 'w').write('yes')")
+    project.manifest(
+        """
+        workflow: demo
+        version: 1
+        params:
+          n: {type: integer, default: 1}
+          text: {type: string, default: ''}
+        steps:
+          a:
+            notebook: a.ipynb
+            inputs: {n: params.n, text: params.text}
+        """
+    )
+    return project
+
+
+def test_injected_parameter_name_on_the_command_line(typed):
+    result = typed.cli("run", "wf", "-p", "n\nimport os; os.system('touch pwned')\ny=1")
+    assert_refused(typed, result, "not a valid identifier")
+    assert not (typed.root / "pwned").exists()
+
+
+def test_injected_parameter_name_in_a_params_file(typed):
+    (typed.root / "p.json").write_text(json.dumps({"n\nimport os; os.system('touch pwned')\ny": 1}))
+    result = typed.cli("run", "wf", "--params-file", str(typed.root / "p.json"))
+    assert_refused(typed, result, "p.json", "not a valid identifier")
+    assert not (typed.root / "pwned").exists()
+
+
+def test_unknown_parameter_is_refused(typed):
+    result = typed.cli("run", "wf", "-p", "m=1")
+    assert_refused(typed, result, "workflow.yaml", "unknown parameter 'm'")
+
+
+def test_wrong_type_is_refused(typed):
+    result = typed.cli("run", "wf", "-p", "n=abc")
+    assert_refused(typed, result, "parameter 'n' must be integer")
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("n: 2024-01-01\n", "date"),  # YAML reads a date, which is not JSON
+        ("n: .nan\n", "nan"),
+        ("n: {1: x}\n", "non-string key"),
+    ],
+)
+def test_values_that_are_not_json_are_refused(typed, text, needle):
+    (typed.root / "p.yaml").write_text(text)
+    result = typed.cli("run", "wf", "--params-file", str(typed.root / "p.yaml"))
+    assert_refused(typed, result, needle)
+
+
+def test_annotation_mismatch_is_refused_before_running(project):
+    project.notebook("a.ipynb", "n: int = 0", "open('ran', 'w').write('yes')")
+    project.manifest(
+        """
+        workflow: demo
+        version: 1
+        params: {n: {default: 1.5}}
+        steps:
+          a: {notebook: a.ipynb, inputs: {n: params.n}}
+        """
+    )
+    result = project.cli("run", "wf")
+    assert_refused(project, result, "steps.a.inputs.n", "expected int, got number")
+
+
+def test_a_real_process_prints_no_traceback(typed):
+    result = typed.kit("run", "wf", "-p", "n=abc")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error:" in result.stderr and "parameter 'n'" in result.stderr
+
+
+def test_unknown_workflow_is_refused(project):
+    result = project.cli("run", "nowhere")
+    assert result.exit_code == 2
+    assert "no such workflow" in result.output
