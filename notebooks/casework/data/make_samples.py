@@ -2,31 +2,41 @@
 
     python data/make_samples.py            # from notebooks/casework/ (or anywhere)
     python data/make_samples.py --table    # also print the README's case table
-    python data/make_samples.py C-1013     # print one case's decision
+    python data/make_samples.py C-1013     # only print one case's decision
 
 It executes each notebook's code cells in a fresh namespace (the parameters cell first,
 then the case's values, as papermill would) and hands outputs from step to step, so it
-is quick and needs no Jupyter. It rewrites the standalone table defaults of steps 2-5,
-data/samples/C-1001-payload.parquet and data/samples/C-1001-similar.parquet. The object
-defaults in the parameters cells (`case`, `policy`, `summary` for C-1001) are literals
-in the notebooks; refresh them when the data or the steps change.
+is quick and needs no Jupyter. Run it after changing the data or a step: it rewrites the
+standalone defaults of steps 2-5 for case C-1001, the tables
+data/samples/C-1001-payload.parquet and data/samples/C-1001-similar.parquet and the
+`case`, `policy` and `summary` literals in the parameters cells. Then re-execute the
+notebooks so their committed outputs match.
+
+The literals are laid out so that no line holds more than one "=": papermill's parser
+of parameters cells gives up on such lines and warns on every run.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import kit
+import nbformat
 import pandas as pd
 
 FOLDER = Path(__file__).resolve().parent.parent
 STEPS = ["01_fetch_case", "02_check_policy", "03_retrieve_similar", "04_summarize", "05_recommend"]
 DEFAULT_CASE = "C-1001"
+#: parameters whose default is the default case's output of an upstream step
+OBJECT_DEFAULTS = {"case": "fetch_case.case", "policy": "check_policy.policy", "summary": "summarize.summary"}
+WIDTH = 96
 
 
 def run_notebook(name: str, params: dict) -> dict:
@@ -71,6 +81,52 @@ def write_samples(out: dict, case_id: str = DEFAULT_CASE) -> None:
     out["retrieve_similar.similar"].to_parquet(samples / f"{case_id}-similar.parquet", index=False)
 
 
+def _chunks(text: str, width: int) -> list[str]:
+    chunks, current = [], ""
+    for word in re.findall(r"\S+\s*|\s+", text):
+        if current and (len(current + word) > width or (current + word).count("=") > 1):
+            chunks.append(current)
+            current = ""
+        current += word
+    return chunks + [current] if current or not chunks else chunks
+
+
+def literal(value, indent: int = 0) -> str:
+    """A Python literal of a JSON value, one item a line, at most one "=" a line."""
+    flat = repr(value)
+    if len(flat) + indent <= WIDTH and flat.count("=") <= 1:
+        return flat
+    pad, end = " " * (indent + 4), " " * indent
+    if isinstance(value, dict):
+        return "{\n" + "".join(f"{pad}{k!r}: {literal(v, indent + 4)},\n" for k, v in value.items()) + end + "}"
+    if isinstance(value, list):
+        return "[\n" + "".join(f"{pad}{literal(v, indent + 4)},\n" for v in value) + end + "]"
+    if isinstance(value, str):
+        return "(\n" + "".join(f"{pad}{c!r}\n" for c in _chunks(value, WIDTH - indent - 8)) + end + ")"
+    return flat
+
+
+def refresh_defaults(out: dict) -> None:
+    """Rewrite the object defaults in the parameters cells from the default case's outputs."""
+    for step in STEPS[1:]:
+        path = FOLDER / f"{step}.ipynb"
+        nb = nbformat.read(str(path), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        tree = ast.parse(cell.source)
+        lines = []
+        for node in tree.body:
+            segment = ast.get_source_segment(cell.source, node)
+            if isinstance(node, ast.AnnAssign) and node.target.id in OBJECT_DEFAULTS:
+                annotation = ast.get_source_segment(cell.source, node.annotation)
+                segment = f"{node.target.id}: {annotation} = {literal(out[OBJECT_DEFAULTS[node.target.id]])}"
+            lines.append(segment)
+        source = "\n".join(lines)
+        if source != cell.source:
+            cell.source = source
+            nbformat.write(nb, str(path))
+            print(f"rewrote the parameters cell of {path.name}")
+
+
 def table() -> str:
     cases = pd.read_csv(FOLDER / "data" / "cases.csv")
     lines = ["| case | category | expected (expert) | recommended | confidence | match |",
@@ -91,8 +147,10 @@ def main(argv: list[str]) -> None:
     for case_id in cases:
         print(json.dumps(run_case(case_id)["recommend.decision"], indent=2))
     if not cases:
-        write_samples(run_case(DEFAULT_CASE))
+        out = run_case(DEFAULT_CASE)
+        write_samples(out)
         print(f"wrote data/samples/{DEFAULT_CASE}-payload.parquet and {DEFAULT_CASE}-similar.parquet")
+        refresh_defaults(out)
     if "--table" in argv:
         print(table())
 
