@@ -311,6 +311,64 @@ def sql(ctx: Context, query: str, fmt: str) -> None:
     emit(columns, rows, fmt)
 
 
+# ---- scenarios -----------------------------------------------------------------
+
+
+@cli.command("test")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option("--tag", "tags", multiple=True, help="Only scenarios with this tag (repeatable).")
+@click.option("--workflow", default=None, help="Only scenarios of this workflow.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once within a scenario.")
+@pass_context
+@handle_errors
+def test_command(ctx: Context, paths: tuple[str, ...], junit: str | None, tags: tuple[str, ...],
+                 workflow: str | None, workers: int | None) -> None:
+    """Run scenarios (default: every scenario under scenarios/) and gate on evals.pass_rate."""
+    from pathlib import Path
+
+    from kit.testing import ScenarioRunner, SuiteProgress, report_text, run_suite, select, write_junit
+
+    roots = [Path(p) for p in paths] or [ctx.project.root / "scenarios"]
+    chosen = select(roots, tags, workflow)
+    if not chosen:
+        raise InvalidInput(f"no scenario files found under {', '.join(str(r) for r in roots)}")
+    suite = run_suite(ScenarioRunner(ctx.project, workers=workers), chosen, progress=SuiteProgress())
+    click.echo(report_text(suite))
+    if junit:
+        write_junit(suite, Path(junit))
+        click.echo(f"JUnit XML: {junit}")
+    sys.exit(suite.exit_code)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--expect", "expects", multiple=True, metavar="STEP.OUTPUT[.PATH]",
+              help="An output to expect (repeatable; default: every output of the run).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The scenario file to write.")
+@click.option("--name", default=None, help="The scenario's id (default: WORKFLOW/FILE-STEM).")
+@click.option("--description", default=None)
+@click.option("--note", default=None, help="Why this case matters, kept in source.note.")
+@click.option("--tag", "tags", multiple=True)
+@click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who captures (default: $KIT_PRINCIPAL, then the OS user).")
+@pass_context
+@handle_errors
+def capture(ctx: Context, run_ref: str, expects: tuple[str, ...], out: str, name: str | None,
+            description: str | None, note: str | None, tags: tuple[str, ...], as_: str | None) -> None:
+    """Write a scenario from RUN: its parameters, and its actual outputs as expectations."""
+    from pathlib import Path
+
+    from kit.capture import capture as capture_run
+    from kit.objects import ObjectStore
+    from kit.runner import resolve_principal
+
+    run_id = resolve_run(ctx.ledger, run_ref)
+    path = capture_run(ctx.ledger, ObjectStore(ctx.project.objects_dir), run_id, list(expects), Path(out),
+                       captured_by=resolve_principal(as_), name=name, description=description, note=note,
+                       tags=list(tags))
+    click.echo(f"wrote {path}")
+
+
 def main() -> None:
     try:
         cli.main(prog_name="kit", standalone_mode=False)

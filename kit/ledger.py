@@ -59,6 +59,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TABLE ledger_batches (batch_id VARCHAR PRIMARY KEY, applied_at TIMESTAMP);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE comparisons (
+            run_id VARCHAR, scenario_id VARCHAR, bundle_id VARCHAR, expectation VARCHAR,
+            comparator VARCHAR, expected JSON, actual JSON, verdict VARCHAR, detail VARCHAR,
+            scenario_file VARCHAR, line INTEGER, recorded_at TIMESTAMP);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

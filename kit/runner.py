@@ -98,6 +98,8 @@ class RunOutcome:
     steps: dict[str, str]
     failures: list[StepResult] = field(default_factory=list)
     seconds: float = 0.0
+    bundle_id: str = ""
+    values: dict[str, Any] = field(default_factory=dict)  # "STEP.OUTPUT" -> JSON value or artifact ref
 
     @property
     def exit_code(self) -> int:
@@ -210,6 +212,7 @@ class Coordinator:
         )
         outcome = self._execute(run_id, workflow, params, request, workers)
         outcome.seconds = time.perf_counter() - t0
+        outcome.bundle_id = lock["bundle_id"]
         return outcome
 
     def _execute(self, run_id: str, workflow: Workflow, params: dict[str, Any],
@@ -284,7 +287,8 @@ class Coordinator:
                                   "name": workflow.name, "kind": "run", "started_at": run_started, "ended_at": ended,
                                   "status": run_status, "attributes": {"params": params}}]),
         )
-        return RunOutcome(run_id=run_id, status=run_status, steps=statuses, failures=failures)
+        return RunOutcome(run_id=run_id, status=run_status, steps=statuses, failures=failures,
+                          values={f"{sid}.{name}": value for (sid, name), value in values.items()})
 
     def _task(self, run_id: str, run_dir: Path, workflow: Workflow, sid: str, params: dict[str, Any],
               values: dict[tuple[str, str], Any], request: RunRequest) -> StepTask | StepResult:

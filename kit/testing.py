@@ -1,0 +1,275 @@
+"""Running scenarios as regression tests: `kit test`, and the pytest plugin's engine.
+
+Each scenario runs its workflow with its parameters, environment and principal;
+every expectation is checked by its comparator and recorded in the ledger's
+`comparisons` table; `evals.pass_rate` gates each workflow's suite. An invalid
+scenario file is reported (exit 2) without affecting the others.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from kit.comparators import Outcome, evaluate, jsonable
+from kit.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, InvalidInput, KitError
+from kit.ledger import utcnow
+from kit.manifest import Workflow, load_workflow
+from kit.project import Project
+from kit.runner import Coordinator, RunRequest, resolve_principal
+from kit.scenario import Expectation, Scenario, discover, load_scenario, validate_against
+
+
+@dataclass
+class ScenarioResult:
+    path: Path
+    scenario: Scenario | None = None
+    workflow: str | None = None
+    run_id: str | None = None
+    run_status: str | None = None
+    checks: list[tuple[Expectation, Outcome]] = field(default_factory=list)
+    invalid: str | None = None  # why the scenario could not be run
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.invalid is None and all(o.passed for _, o in self.checks)
+
+    @property
+    def name(self) -> str:
+        return self.scenario.id if self.scenario else str(self.path)
+
+    def failures(self) -> list[tuple[Expectation, Outcome]]:
+        return [(e, o) for e, o in self.checks if not o.passed]
+
+
+@dataclass
+class WorkflowGate:
+    workflow: str
+    passed: int
+    total: int
+    pass_rate: float
+
+    @property
+    def holds(self) -> bool:
+        return self.total == 0 or self.passed / self.total >= self.pass_rate - 1e-12
+
+
+@dataclass
+class SuiteResult:
+    results: list[ScenarioResult]
+    gates: list[WorkflowGate]
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.invalid for r in self.results):
+            return EXIT_INVALID
+        if not all(g.holds for g in self.gates):
+            return EXIT_FAILED
+        return EXIT_OK
+
+
+class ScenarioRunner:
+    """Runs scenarios of one project; loads each workflow once."""
+
+    def __init__(self, project: Project, workers: int | None = None):
+        self.project = project
+        self.coordinator = Coordinator(project)
+        self.workers = workers
+        self._workflows: dict[str, Workflow] = {}
+
+    def workflow(self, name: str) -> Workflow:
+        if name not in self._workflows:
+            self._workflows[name] = load_workflow(self.project.find_workflow(name))
+        return self._workflows[name]
+
+    def prepare(self, path: Path) -> tuple[Scenario, Workflow]:
+        """Load and check a scenario against its workflow; InvalidInput when it cannot run."""
+        scenario = load_scenario(path)
+        try:
+            workflow = self.workflow(scenario.workflow)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{scenario.where()}: workflow {scenario.workflow!r}: {exc.message}") from None
+        validate_against(scenario, {sid: set(s.spec.outputs) for sid, s in workflow.steps.items()})
+        return scenario, workflow
+
+    def run(self, path: Path) -> ScenarioResult:
+        t0 = time.perf_counter()
+        result = ScenarioResult(path=path)
+        try:
+            scenario, workflow = self.prepare(path)
+            result.scenario, result.workflow = scenario, workflow.name
+            outcome = self.coordinator.run(RunRequest(
+                workflow=workflow, params=dict(scenario.params), principal=resolve_principal(scenario.principal),
+                env=scenario.env, workers=self.workers, scenario_id=scenario.id))
+        except KitError as exc:
+            result.invalid = exc.message
+            result.seconds = time.perf_counter() - t0
+            return result
+        result.run_id, result.run_status = outcome.run_id, outcome.status
+        ctx = scenario.context(load_table=self._load_table)
+        failed_steps = {f.step_id: f for f in outcome.failures}
+        for expectation in scenario.expect:
+            check = evaluate(expectation, outcome.values, ctx)
+            failure = failed_steps.get(expectation.step)
+            if failure and expectation.output_key not in outcome.values:
+                check.detail += f" (step {expectation.step} failed: {failure.error_type}: {failure.error_message})"
+            elif expectation.output_key not in outcome.values and outcome.steps.get(expectation.step) == "skipped":
+                check.detail += f" (step {expectation.step} was skipped: an upstream step failed)"
+            result.checks.append((expectation, check))
+        self._record(result, outcome.bundle_id)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _load_table(self, ref: Any):
+        import pandas as pd
+
+        if isinstance(ref, str) and ref.startswith("artifact:sha256:"):
+            return pd.read_parquet(self.coordinator.store.path(ref))
+        from kit.api import load
+
+        return load(ref)
+
+    def _record(self, result: ScenarioResult, bundle_id: str) -> None:
+        now = utcnow()
+        rows = [
+            {
+                "run_id": result.run_id, "scenario_id": result.scenario.id, "bundle_id": bundle_id,
+                "expectation": e.key, "comparator": e.comparator, "expected": jsonable(o.expected),
+                "actual": jsonable(o.actual), "verdict": o.verdict, "detail": o.detail,
+                "scenario_file": str(result.path), "line": e.line, "recorded_at": now,
+            }
+            for e, o in result.checks
+        ]
+        self.coordinator.ledger.write(("insert", "comparisons", rows))
+
+
+def select(paths: Iterable[Path], tags: Iterable[str] = (), workflow: str | None = None) -> list[Path]:
+    """Scenario files under `paths`, filtered by tag and workflow (unreadable files are kept: they report)."""
+    tags = set(tags)
+    chosen = []
+    for path in discover(paths):
+        if tags or workflow:
+            try:
+                scenario = load_scenario(path)
+            except KitError:
+                chosen.append(path)
+                continue
+            if tags and not tags & set(scenario.tags):
+                continue
+            if workflow and scenario.workflow != workflow:
+                continue
+        chosen.append(path)
+    return chosen
+
+
+def run_suite(runner: ScenarioRunner, paths: list[Path], progress=None) -> SuiteResult:
+    results = []
+    for index, path in enumerate(paths):
+        result = runner.run(path)
+        results.append(result)
+        if progress:
+            progress(index + 1, len(paths), results)
+    gates: dict[str, WorkflowGate] = {}
+    for result in results:
+        if result.workflow is None:
+            continue
+        if result.workflow not in gates:
+            rate = float(runner.workflow(result.workflow).spec.evals.get("pass_rate", 1.0))
+            gates[result.workflow] = WorkflowGate(result.workflow, 0, 0, rate)
+        gates[result.workflow].total += 1
+        gates[result.workflow].passed += int(result.passed)
+    return SuiteResult(results, list(gates.values()))
+
+
+# ---- reporting -----------------------------------------------------------------
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    import json
+
+    text = json.dumps(jsonable(value), ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def explain(expectation: Expectation, outcome: Outcome, where: str) -> str:
+    """Expected and actual side by side, then the comparator's explanation."""
+    lines = [
+        f"  {expectation.key}  [{expectation.comparator}] {outcome.verdict}  ({where})",
+        f"    expected: {_short(outcome.expected)}",
+        f"    actual:   {_short(outcome.actual)}",
+    ]
+    if outcome.detail:
+        lines += ["    " + line for line in outcome.detail.splitlines()]
+    return "\n".join(lines)
+
+
+def report_text(suite: SuiteResult) -> str:
+    out = []
+    for result in suite.results:
+        if result.invalid:
+            out.append(f"INVALID {result.path}\n  {result.invalid}")
+        elif not result.passed:
+            out.append(f"FAIL {result.name}  (run {result.run_id}, {result.run_status})")
+            for expectation, outcome in result.failures():
+                out.append(explain(expectation, outcome, result.scenario.where(expectation)))
+    out.append("")
+    for gate in suite.gates:
+        verdict = "ok" if gate.holds else "FAILED"
+        out.append(f"{gate.workflow}: {gate.passed}/{gate.total} scenarios passed "
+                   f"(pass_rate {gate.pass_rate:g} required): {verdict}")
+    invalid = sum(1 for r in suite.results if r.invalid)
+    if invalid:
+        out.append(f"{invalid} invalid scenario file(s)")
+    passed = sum(1 for r in suite.results if r.passed)
+    failed = len(suite.results) - passed - invalid
+    out.append(f"{passed} passed, {failed} failed" + (f", {invalid} error" if invalid else ""))
+    return "\n".join(out)
+
+
+def write_junit(suite: SuiteResult, path: Path) -> None:
+    """JUnit XML: a testsuite per workflow, a testcase per scenario."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="kit")
+    by_suite: dict[str, list[ScenarioResult]] = {}
+    for result in suite.results:
+        by_suite.setdefault(result.workflow or "invalid", []).append(result)
+    for name, results in by_suite.items():
+        failures = sum(1 for r in results if not r.invalid and not r.passed)
+        errors = sum(1 for r in results if r.invalid)
+        ts = ET.SubElement(root, "testsuite", name=name, tests=str(len(results)), failures=str(failures),
+                           errors=str(errors), time=f"{sum(r.seconds for r in results):.3f}")
+        for result in results:
+            case = ET.SubElement(ts, "testcase", classname=name, name=result.name, file=str(result.path),
+                                 time=f"{result.seconds:.3f}")
+            if result.invalid:
+                ET.SubElement(case, "error", message=result.invalid.splitlines()[0], type="InvalidScenario").text = result.invalid
+            elif not result.passed:
+                fails = result.failures()
+                message = "; ".join(f"{e.key}: {o.verdict}" for e, o in fails)
+                text = "\n".join(explain(e, o, result.scenario.where(e)) for e, o in fails)
+                ET.SubElement(case, "failure", message=message, type="ScenarioFailed").text = text
+            if result.run_id:
+                props = ET.SubElement(case, "properties")
+                ET.SubElement(props, "property", name="run_id", value=result.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+class SuiteProgress:
+    """Scenarios passed of total, on a terminal only."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, done: int, total: int, results: list[ScenarioResult]) -> None:
+        if self.enabled:
+            passed = sum(1 for r in results if r.passed)
+            end = "\n" if done == total else ""
+            self.stream.write(f"\r\x1b[K  {done}/{total} scenarios run, {passed} passed{end}")
+            self.stream.flush()
