@@ -52,6 +52,7 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,6 +104,41 @@ def read_params_file(path: str) -> dict[str, Any]:
     return doc.data
 
 
+def report_outcome(ctx: Context, outcome) -> None:
+    """What a run or resume prints: the status line, failures, and what an approver must do."""
+    counts: dict[str, int] = {}
+    for status in outcome.steps.values():
+        counts[status] = counts.get(status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    click.echo(f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s ({summary})")
+    for failure in outcome.failures:
+        where = f" in cell {failure.error_cell}" if failure.error_cell is not None else ""
+        click.echo(f"  step {failure.step_id} failed{where}: {failure.error_type}: {failure.error_message}", err=True)
+        if failure.executed_notebook:
+            click.echo(f"  executed notebook: {failure.executed_notebook}", err=True)
+    if outcome.waiting:
+        _explain_waiting(ctx, outcome)
+    elif outcome.status != "succeeded":
+        click.echo(f"  details: kit show {outcome.run_id}", err=True)
+
+
+def _explain_waiting(ctx: Context, outcome) -> None:
+    from kit.manifest import load_workflow
+
+    run = ctx.ledger.rows("SELECT manifest FROM runs WHERE run_id = ?", [outcome.run_id])[0]
+    workflow = load_workflow(run["manifest"])
+    for sid in outcome.waiting:
+        approval = workflow.steps[sid].spec.approval
+        click.echo(f"\nstep {sid} waits for approval by a {' or '.join(approval.approvers)}"
+                   + (f" (within {approval.timeout})" if approval.timeout else "") + ".")
+        for shown in approval.show:
+            value = outcome.values.get(shown)
+            click.echo(f"  {shown}: {json.dumps(value, ensure_ascii=False, indent=2)}")
+        click.echo(f"  approve: kit approve {outcome.run_id} {sid} --as PRINCIPAL [--comment TEXT]")
+        click.echo(f"  reject:  kit approve {outcome.run_id} {sid} --as PRINCIPAL --reject [--comment TEXT]")
+        click.echo(f"  then:    kit resume {outcome.run_id}")
+
+
 @cli.command()
 @click.argument("workflow")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A workflow parameter (repeatable).")
@@ -110,10 +146,11 @@ def read_params_file(path: str) -> dict[str, Any]:
 @click.option("--env", default=None, help="The environment to run in.")
 @click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who the run acts as (default: $KIT_PRINCIPAL, then the OS user).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once (default: the core count).")
+@click.option("--fresh", is_flag=True, help="Run every step; reuse no cached outputs.")
 @pass_context
 @handle_errors
 def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str | None, env: str | None,
-        as_: str | None, workers: int | None) -> None:
+        as_: str | None, workers: int | None, fresh: bool) -> None:
     """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
     from kit.manifest import load_workflow
     from kit.runner import Coordinator, RunRequest, resolve_principal
@@ -125,20 +162,83 @@ def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str |
     given.update(parse_param_options(params, wf.spec.params))
     coordinator = Coordinator(ctx.project)
     outcome = coordinator.run(RunRequest(workflow=wf, params=given, principal=resolve_principal(as_),
-                                         env=env, workers=workers))
-    counts: dict[str, int] = {}
-    for status in outcome.steps.values():
-        counts[status] = counts.get(status, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    click.echo(f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s ({summary})")
-    for failure in outcome.failures:
-        where = f" in cell {failure.error_cell}" if failure.error_cell is not None else ""
-        click.echo(f"  step {failure.step_id} failed{where}: {failure.error_type}: {failure.error_message}", err=True)
-        if failure.executed_notebook:
-            click.echo(f"  executed notebook: {failure.executed_notebook}", err=True)
-    if outcome.status != "succeeded":
-        click.echo(f"  details: kit show {outcome.run_id}", err=True)
+                                         env=env, workers=workers, fresh=fresh))
+    report_outcome(ctx, outcome)
     sys.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Give again a parameter that was redacted (repeatable).")
+@click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who resumes (recorded in the audit trail).")
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option("--fresh", is_flag=True, help="Reuse no cached outputs for the steps still to run.")
+@pass_context
+@handle_errors
+def resume(ctx: Context, run_ref: str, params: tuple[str, ...], as_: str | None, workers: int | None, fresh: bool) -> None:
+    """Continue a failed, interrupted or waiting RUN; no completed step runs again."""
+    from kit.runner import Coordinator, resolve_principal
+
+    run_id = resolve_run(ctx.ledger, run_ref)
+    given = parse_param_options(params, {})
+    outcome = Coordinator(ctx.project).resume(run_id, resolve_principal(as_), params=given, workers=workers, fresh=fresh)
+    if not outcome.steps:
+        click.echo(f"run {run_id} already succeeded: nothing to resume")
+        return
+    report_outcome(ctx, outcome)
+    sys.exit(outcome.exit_code)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("step")
+@click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who decides (default: $KIT_PRINCIPAL, then the OS user).")
+@click.option("--reject", is_flag=True, help="Reject instead of approve: the run ends rejected.")
+@click.option("--comment", default=None)
+@pass_context
+@handle_errors
+def approve(ctx: Context, run_ref: str, step: str, as_: str | None, reject: bool, comment: str | None) -> None:
+    """Approve (or --reject) the approval STEP of a waiting RUN."""
+    from kit.runner import Coordinator, resolve_principal
+
+    run_id = resolve_run(ctx.ledger, run_ref)
+    principal = resolve_principal(as_)
+    decision = Coordinator(ctx.project).approve(run_id, step, principal, reject=reject, comment=comment)
+    click.echo(f"{step} {decision} by {principal} in run {run_id}")
+    click.echo(f"  continue: kit resume {run_id}")
+
+
+@cli.group()
+def audit() -> None:
+    """The hash-chained audit trail."""
+
+
+@audit.command("verify")
+@pass_context
+@handle_errors
+def audit_verify(ctx: Context) -> None:
+    """Check the audit chain; exit 1 naming the first altered or removed entry."""
+    from kit.audit import verify
+
+    rows = ctx.ledger.rows("SELECT * FROM audit ORDER BY seq")
+    problem = verify(rows)
+    if problem:
+        click.echo(f"audit chain broken: {problem.message}", err=True)
+        sys.exit(1)
+    click.echo(f"audit chain intact: {len(rows)} entries")
+
+
+@audit.command("list")
+@FORMAT
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@pass_context
+@handle_errors
+def audit_list(ctx: Context, fmt: str, limit: int) -> None:
+    """The latest audit entries."""
+    columns, rows = ctx.ledger.query(
+        f"SELECT seq, \"at\", actor, action, subject, detail FROM audit ORDER BY seq DESC LIMIT {int(limit)}")
+    emit(columns, rows, fmt)
 
 
 # ---- looking at runs -----------------------------------------------------------
@@ -153,6 +253,8 @@ def _cell(value: Any, width: int | None = None) -> str:
         text = value.isoformat(sep=" ", timespec="seconds")
     elif isinstance(value, float):
         text = f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False, default=str)
     else:
         text = str(value)
     text = text.replace("\n", " ")
@@ -201,7 +303,6 @@ def emit(columns: list[str], rows: list[tuple], fmt: str) -> None:
         click.echo(format_table(columns, rows))
 
 
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 
 
 @cli.command()

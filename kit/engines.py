@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -89,17 +91,20 @@ def _register_with_papermill() -> None:
     from nbclient.util import run_sync
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
-    from traitlets import Dict, Unicode
+    from traitlets import Any, Dict, Unicode
 
     class StepClient(PapermillNotebookClient):
         kernel_env = Dict(default_value=None, allow_none=True).tag(config=True)
         ipc_dir = Unicode("").tag(config=True)
+        watchdog = Any(default_value=None, allow_none=True).tag(config=True)
 
         def create_kernel_manager(self):
             km = super().create_kernel_manager()
             if self.ipc_dir:
                 km.transport = "ipc"
                 km.ip = os.path.join(self.ipc_dir, "k")
+            if self.watchdog is not None:
+                self.watchdog.km = km
             return km
 
         async def async_start_new_kernel(self, **kwargs):
@@ -147,55 +152,107 @@ def _cell_timings(nb: Any) -> list[dict[str, Any]]:
     return cells
 
 
+class Watchdog:
+    """Enforces a step's timeout: interrupt the kernel (SIGINT), then kill it if it goes on.
+
+    Signals go straight to the kernel's process, so the watchdog needs nothing from
+    the event loop of the thread that is executing the notebook.
+    """
+
+    def __init__(self, timeout: float | None, grace: float = 5.0):
+        self.timeout, self.grace = timeout, grace
+        self.km = None
+        self.fired = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Watchdog":
+        if self.timeout:
+            self._thread = threading.Thread(target=self._watch, name="kit-watchdog", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def _pid(self) -> int | None:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return getattr(process, "pid", None)
+
+    def _watch(self) -> None:
+        if self._done.wait(self.timeout):
+            return
+        self.fired = True
+        pid = self._pid()
+        if pid is None:
+            return
+        for sig, wait in ((signal.SIGINT, self.grace), (signal.SIGKILL, 0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            if self._done.wait(wait):
+                return
+
+
 @register_engine("papermill")
 def papermill_engine(task: StepTask) -> NotebookOutcome:
     """A fresh kernel per step through papermill: exact Jupyter semantics."""
     import nbformat
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     _register_with_papermill()
     ipc_dir = tempfile.mkdtemp(prefix="kit-k-")
     outcome = NotebookOutcome()
     try:
-        for attempt in range(3):  # a kernel that fails to start is retried (port and start races)
-            try:
-                papermill.execute_notebook(
-                    task.notebook,
-                    task.output_notebook,
-                    parameters=task.parameters,
-                    engine_name="kit",
-                    kernel_name=task.kernel_name,
-                    progress_bar=False,
-                    log_output=False,
-                    start_timeout=60,
-                    kernel_env=kernel_environment(task),
-                    ipc_dir=ipc_dir,
-                    resources={"metadata": {"path": task.workdir}},
-                    shutdown_kernel="immediate",
-                )
-                break
-            except PapermillExecutionError as exc:
-                outcome.error_type = exc.ename
-                outcome.error_message = strip_ansi(str(exc.evalue))
-                outcome.error_cell = exc.cell_index
-                outcome.error_source = exc.source
-                outcome.traceback = strip_ansi("\n".join(exc.traceback))
-                break
-            except RuntimeError as exc:
-                if "kernel" not in str(exc).lower() or attempt == 2:
-                    raise
+        with Watchdog(task.timeout) as watchdog:
+            _execute_with_retried_start(task, ipc_dir, watchdog)
+    except PapermillExecutionError as exc:
+        outcome.error_type = exc.ename
+        outcome.error_message = strip_ansi(str(exc.evalue))
+        outcome.error_cell = exc.cell_index
+        outcome.error_source = exc.source
+        outcome.traceback = strip_ansi("\n".join(exc.traceback))
     except Exception as exc:  # the kernel died, could not start, or the notebook could not be written
         outcome.error_type = type(exc).__name__
         outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
+    if watchdog.fired:
+        outcome.error_type = "Timeout"
+        outcome.error_message = f"the step ran past its timeout of {task.timeout:g}s; its kernel was interrupted"
     if os.path.exists(task.output_notebook):
         executed = nbformat.read(task.output_notebook, as_version=4)
         outcome.cells = _cell_timings(executed)
         if outcome.error_cell is not None:  # papermill puts an error banner on top: index the saved file
             outcome.error_cell = _failing_cell(executed, outcome.error_cell)
     return outcome
+
+
+def _execute_with_retried_start(task: StepTask, ipc_dir: str, watchdog: Watchdog) -> None:
+    import papermill
+
+    for attempt in range(3):  # a kernel that fails to start is started again (start races)
+        try:
+            papermill.execute_notebook(
+                task.notebook,
+                task.output_notebook,
+                parameters=task.parameters,
+                engine_name="kit",
+                kernel_name=task.kernel_name,
+                progress_bar=False,
+                log_output=False,
+                start_timeout=60,
+                kernel_env=kernel_environment(task),
+                ipc_dir=ipc_dir,
+                resources={"metadata": {"path": task.workdir}},
+                shutdown_kernel="immediate",
+                watchdog=watchdog,
+            )
+            return
+        except RuntimeError as exc:
+            if "kernel" not in str(exc).lower() or attempt == 2 or watchdog.fired:
+                raise
 
 
 def _failing_cell(nb: Any, fallback: int) -> int:

@@ -68,6 +68,17 @@ MIGRATIONS: list[tuple[int, str]] = [
             scenario_file VARCHAR, line INTEGER, recorded_at TIMESTAMP);
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE approvals (
+            run_id VARCHAR, step_id VARCHAR, decision VARCHAR, principal VARCHAR,
+            comment VARCHAR, decided_at TIMESTAMP);
+        CREATE TABLE audit (
+            seq BIGINT PRIMARY KEY, "at" TIMESTAMP, actor VARCHAR, action VARCHAR, subject VARCHAR,
+            detail JSON, prev_hash VARCHAR, hash VARCHAR);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -304,5 +315,22 @@ def _apply(con, ops: list[tuple]) -> None:
         elif kind == "sql":
             _, statement, params = op
             con.execute(statement, params)
+        elif kind == "audit":
+            _append_audit(con, op[1])
         else:
             raise ValueError(f"unknown ledger operation {kind!r}")
+
+
+def _append_audit(con, entry: dict[str, Any]) -> None:
+    """Append one hash-chained audit row; runs inside the writer's locked transaction."""
+    from kit.audit import GENESIS, entry_hash
+
+    last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at = utcnow()
+    detail = entry.get("detail") or {}
+    digest = entry_hash(prev, seq, at, entry["actor"], entry["action"], entry["subject"], detail)
+    con.execute(
+        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [seq, at, entry["actor"], entry["action"], entry["subject"], json.dumps(detail, default=str), prev, digest],
+    )

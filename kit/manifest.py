@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from kit import contracts
 from kit.errors import InvalidInput
@@ -52,9 +52,18 @@ class Retries(Strict):
 
 
 class Approval(Strict):
-    approvers: list[str]
+    approvers: list[str] = Field(min_length=1)
     show: list[str] = []
     timeout: Text | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from kit.policy import parse_duration
+
+            parse_duration(value)  # raises ValueError with the expected form
+        return value
 
 
 class StepSpec(Strict):

@@ -1,18 +1,21 @@
 """The coordinator: turns a checked workflow and its parameters into a recorded run.
 
-It validates every parameter before any kernel starts, walks the graph in
-dependency order (independent steps run concurrently on the executor), feeds each
-step its upstream outputs, and writes the ledger: the only part of kit that does.
-Each finished step is committed at once, so a killed coordinator loses nothing
-that had completed.
+It validates every parameter and entitlement before any kernel starts, walks the
+graph in dependency order (independent steps run concurrently on the executor),
+feeds each step its upstream outputs, retries, reuses cached steps, stops at
+approval gates, and writes the ledger: the only part of kit that does. Each
+finished step is committed at once, so a killed coordinator loses nothing that had
+completed, and `resume` continues from the ledger.
 """
 
 from __future__ import annotations
 
 import getpass
 import graphlib
+import hashlib
 import os
 import platform
+import random
 import secrets as _secrets
 import subprocess
 import sys
@@ -25,17 +28,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import kit
-from kit import contracts
-from kit.bundle import compute_lock, snapshot
-from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput
+from kit import audit, contracts
+from kit.bundle import canonical_json, compute_lock, snapshot
+from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput, PermissionDenied
 from kit.executors import Executor, LocalExecutor
 from kit.ledger import Ledger, utcnow
-from kit.manifest import Workflow, parse_wire
+from kit.manifest import Workflow, load_workflow, parse_wire
 from kit.objects import ObjectStore
+from kit.policy import REDACTED, AccessPolicy, Redactor, parse_duration
 from kit.project import Project
-from kit.task import StepResult, StepTask
+from kit.task import OutputRecord, StepResult, StepTask
 
-DONE_OK = ("succeeded", "cached")
+DONE_OK = ("succeeded", "cached", "approved")
+RESUMABLE = ("failed", "running", "waiting", "cancelled")
 
 
 def new_run_id() -> str:
@@ -50,16 +55,13 @@ def resolve_principal(as_: str | None) -> str:
 
 def _git_commit(root: Path) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def _packages_hash() -> str:
-    import hashlib
     import importlib.metadata as md
 
     names = sorted(f"{d.metadata['Name']}=={d.version}" for d in md.distributions())
@@ -79,6 +81,18 @@ def _as_ledger_time(text: str | None) -> str | None:
     return moment.isoformat(sep=" ")
 
 
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class RunRequest:
     workflow: Workflow
@@ -87,6 +101,7 @@ class RunRequest:
     env: str | None = None
     workers: int | None = None
     engine: str = "papermill"
+    fresh: bool = False
     scenario_id: str | None = None
     baseline_of: str | None = None
 
@@ -100,6 +115,7 @@ class RunOutcome:
     seconds: float = 0.0
     bundle_id: str = ""
     values: dict[str, Any] = field(default_factory=dict)  # "STEP.OUTPUT" -> JSON value or artifact ref
+    waiting: list[str] = field(default_factory=list)  # approval steps waiting for a decision
 
     @property
     def exit_code(self) -> int:
@@ -108,6 +124,26 @@ class RunOutcome:
         if self.status == "waiting":
             return EXIT_WAITING
         return EXIT_FAILED
+
+
+@dataclass
+class _RunState:
+    """Everything one execution of a run needs; built fresh by `run` and from the ledger by `resume`."""
+
+    run_id: str
+    workflow: Workflow
+    params: dict[str, Any]
+    principal: str
+    env: str | None
+    workers: int
+    engine: str
+    fresh: bool
+    lock: dict[str, Any]
+    redactor: Redactor
+    statuses: dict[str, str]
+    values: dict[tuple[str, str], Any] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    run_span: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
 
 class Progress:
@@ -138,11 +174,12 @@ class Coordinator:
         self.ledger = Ledger(project.ledger_path)
         self.store = ObjectStore(project.objects_dir)
         self.executor_factory = executor_factory or LocalExecutor
+        self.access = AccessPolicy.from_settings(project.settings, str(project.root / "kit.yaml"))
 
-    # ---- parameters --------------------------------------------------------
+    # ---- checks before anything runs ---------------------------------------
 
     def check_parameters(self, workflow: Workflow, params: dict[str, Any]) -> None:
-        """Every `params.X` wire checked against its notebook's annotation, before anything runs."""
+        """Every `params.X` wire checked against its notebook's annotation."""
         problems = []
         for step in workflow.steps.values():
             if step.info is None:
@@ -161,7 +198,27 @@ class Coordinator:
         if problems:
             raise InvalidInput("\n".join(problems))
 
-    # ---- a run -------------------------------------------------------------
+    def check_entitlements(self, workflow: Workflow, principal: str) -> None:
+        """Deny by default: every step's `requires` against the principal's roles; a denial is audited."""
+        denied = []
+        for sid in workflow.order:
+            missing = self.access.missing(principal, workflow.steps[sid].spec.requires)
+            if missing:
+                denied.append((sid, missing))
+        if not denied:
+            return
+        self.ledger.write(audit.event(principal, "run.denied", workflow.name,
+                                      {"steps": {sid: missing for sid, missing in denied}}))
+        roles = ", ".join(sorted(self.access.roles_of(principal))) or "no roles"
+        lines = [f"step {sid!r} requires {', '.join(missing)}" for sid, missing in denied]
+        raise PermissionDenied(f"{principal!r} ({roles}) may not run {workflow.name}: " + "; ".join(lines))
+
+    def _redactor(self, workflow: Workflow, params: dict[str, Any]) -> Redactor:
+        redactor = Redactor(workflow.spec.policy.redact)
+        redactor.add_secrets(redactor.secret_values_of(params))
+        return redactor
+
+    # ---- a new run ---------------------------------------------------------
 
     def run(self, request: RunRequest) -> RunOutcome:
         workflow = request.workflow
@@ -171,33 +228,21 @@ class Coordinator:
         if env is not None and workflow.spec.environments and env not in workflow.spec.environments:
             known = ", ".join(workflow.spec.environments)
             raise InvalidInput(f"{workflow.path}: --env {env}: the workflow has no environment {env!r} (its environments: {known})")
+        self.check_entitlements(workflow, request.principal)
 
         t0 = time.perf_counter()
         lock = compute_lock(workflow)
         snapshot(workflow, lock, self.store)
         run_id = new_run_id()
         workers = request.workers or os.cpu_count() or 1
+        redactor = self._redactor(workflow, params)
         run_row = {
-            "run_id": run_id,
-            "workflow": workflow.name,
-            "bundle_id": lock["bundle_id"],
-            "version": workflow.version,
-            "env": env,
-            "principal": request.principal,
-            "params": params,
-            "status": "running",
-            "started_at": utcnow(),
-            "scenario_id": request.scenario_id,
-            "baseline_of": request.baseline_of,
-            "git_commit": _git_commit(self.project.root),
-            "manifest": str(workflow.path),
-            "engine": request.engine,
-            "isolation": "fresh kernel per step",
-            "workers": workers,
-            "kit_version": kit.__version__,
-            "python_version": platform.python_version(),
-            "packages_hash": _packages_hash(),
-            "pid": os.getpid(),
+            "run_id": run_id, "workflow": workflow.name, "bundle_id": lock["bundle_id"], "version": workflow.version,
+            "env": env, "principal": request.principal, "params": redactor.named(params), "status": "running",
+            "started_at": utcnow(), "scenario_id": request.scenario_id, "baseline_of": request.baseline_of,
+            "git_commit": _git_commit(self.project.root), "manifest": str(workflow.path), "engine": request.engine,
+            "isolation": "fresh kernel per step", "workers": workers, "kit_version": kit.__version__,
+            "python_version": platform.python_version(), "packages_hash": _packages_hash(), "pid": os.getpid(),
         }
         step_rows = [
             {"run_id": run_id, "step_id": sid, "status": "pending", "attempts": 0,
@@ -209,143 +254,346 @@ class Coordinator:
                                     "version": workflow.version, "lock": lock, "created_at": utcnow()}]),
             ("upsert", "runs", [run_row]),
             ("upsert", "steps", step_rows),
+            audit.event(request.principal, "run.started", run_id,
+                        {"workflow": workflow.name, "version": workflow.version, "bundle_id": lock["bundle_id"],
+                         "env": env, "scenario": request.scenario_id}),
         )
-        outcome = self._execute(run_id, workflow, params, request, workers)
+        state = _RunState(run_id=run_id, workflow=workflow, params=params, principal=request.principal, env=env,
+                          workers=workers, engine=request.engine, fresh=request.fresh, lock=lock, redactor=redactor,
+                          statuses={sid: "pending" for sid in workflow.order})
+        outcome = self._execute(state)
         outcome.seconds = time.perf_counter() - t0
-        outcome.bundle_id = lock["bundle_id"]
         return outcome
 
-    def _execute(self, run_id: str, workflow: Workflow, params: dict[str, Any],
-                 request: RunRequest, workers: int) -> RunOutcome:
-        run_dir = self.project.runs_dir / run_id
-        statuses = {sid: "pending" for sid in workflow.order}
-        values: dict[tuple[str, str], Any] = {}
+    # ---- resuming ----------------------------------------------------------
+
+    def resume(self, run_id: str, principal: str, params: dict[str, Any] | None = None,
+               workers: int | None = None, fresh: bool = False) -> RunOutcome:
+        """Continue a failed, interrupted or waiting run; completed steps are not run again."""
+        rows = self.ledger.rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise InvalidInput(f"no run {run_id!r}")
+        run = rows[0]
+        if run["status"] == "succeeded":
+            return RunOutcome(run_id=run_id, status="succeeded", steps={})
+        if run["status"] == "rejected":
+            raise InvalidInput(f"run {run_id} was rejected at an approval: it cannot be resumed; start a new run")
+        if run["status"] == "running" and _pid_alive(run["pid"]) and run["pid"] != os.getpid():
+            raise InvalidInput(f"run {run_id} is still running (process {run['pid']}); wait for it, or stop it first")
+        workflow = load_workflow(run["manifest"])
+        recorded = dict(run["params"] or {})
+        given = dict(params or {})
+        hidden = [k for k, v in recorded.items() if v == REDACTED and k not in given]
+        if hidden:
+            raise InvalidInput(f"run {run_id}: parameter(s) {', '.join(hidden)} were redacted; give them again with -p NAME=VALUE")
+        recorded.update(given)
+        resolved = workflow.resolve_params(recorded)
+        self.check_entitlements(workflow, run["principal"])
+
+        t0 = time.perf_counter()
+        lock = compute_lock(workflow)
+        if lock["bundle_id"] != run["bundle_id"]:
+            print(f"warning: the workflow's files changed since run {run_id} started "
+                  f"(bundle {run['bundle_id'][:12]} -> {lock['bundle_id'][:12]}); remaining steps use the current files",
+                  file=sys.stderr)
+        snapshot(workflow, lock, self.store)
+        steps = {s["step_id"]: s for s in self.ledger.rows("SELECT * FROM steps WHERE run_id = ?", [run_id])}
+        statuses = {}
+        for sid in workflow.order:
+            status = steps.get(sid, {}).get("status", "pending")
+            statuses[sid] = status if status in DONE_OK else "pending"
+        values = {}
+        for out in self.ledger.rows("SELECT * FROM outputs WHERE run_id = ?", [run_id]):
+            if statuses.get(out["step_id"]) in DONE_OK:
+                values[(out["step_id"], out["name"])] = out["artifact"] if out["type"] == "table" else out["value"]
+        self.ledger.write(
+            ("sql", "UPDATE runs SET status = 'running', ended_at = NULL, pid = ? WHERE run_id = ?", [os.getpid(), run_id]),
+            audit.event(principal, "run.resumed", run_id, {"steps_done": sorted(s for s, v in statuses.items() if v in DONE_OK)}),
+        )
+        state = _RunState(run_id=run_id, workflow=workflow, params=resolved, principal=run["principal"],
+                          env=run["env"], workers=workers or run["workers"] or os.cpu_count() or 1,
+                          engine=run["engine"] or "papermill", fresh=fresh, lock=lock,
+                          redactor=self._redactor(workflow, resolved), statuses=statuses, values=values,
+                          attempts={sid: (steps.get(sid, {}).get("attempts") or 0) for sid in workflow.order})
+        outcome = self._execute(state)
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+
+    # ---- approvals ---------------------------------------------------------
+
+    def approve(self, run_id: str, step_id: str, principal: str, reject: bool = False, comment: str | None = None) -> str:
+        """Record a decision on a waiting approval step; returns the decision."""
+        rows = self.ledger.rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise InvalidInput(f"no run {run_id!r}")
+        run = rows[0]
+        workflow = load_workflow(run["manifest"])
+        step = workflow.steps.get(step_id)
+        if step is None or not step.is_approval:
+            gates = ", ".join(s.id for s in workflow.steps.values() if s.is_approval) or "none"
+            raise InvalidInput(f"run {run_id}: {step_id!r} is not an approval step (approval steps: {gates})")
+        status = self.ledger.rows("SELECT status FROM steps WHERE run_id = ? AND step_id = ?", [run_id, step_id])
+        if not status or status[0]["status"] != "waiting":
+            found = status[0]["status"] if status else "not reached"
+            raise InvalidInput(f"run {run_id}: step {step_id} is not waiting for a decision (it is {found})")
+        try:
+            self.access.check_approver(principal, step.spec.approval.approvers, run["principal"])
+        except PermissionDenied as exc:
+            self.ledger.write(audit.event(principal, "approval.denied", f"{run_id}/{step_id}", {"reason": exc.message}))
+            raise
+        decision = "rejected" if reject else "approved"
+        self.ledger.write(
+            ("insert", "approvals", [{"run_id": run_id, "step_id": step_id, "decision": decision,
+                                      "principal": principal, "comment": comment, "decided_at": utcnow()}]),
+            audit.event(principal, f"approval.{decision}", f"{run_id}/{step_id}", {"comment": comment}),
+        )
+        return decision
+
+    def _decision(self, run_id: str, step_id: str) -> dict[str, Any] | None:
+        rows = self.ledger.rows(
+            "SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY decided_at DESC LIMIT 1", [run_id, step_id])
+        return rows[0] if rows else None
+
+    # ---- the loop ----------------------------------------------------------
+
+    def _execute(self, state: _RunState) -> RunOutcome:
+        workflow, run_id = state.workflow, state.run_id
         failures: list[StepResult] = []
+        waiting: list[str] = []
         progress = Progress(len(workflow.order))
         sorter = graphlib.TopologicalSorter({s.id: s.depends_on for s in workflow.steps.values()})
         sorter.prepare()
-        executor = self.executor_factory(workers)
-        running: dict[Future, str] = {}
-        run_span = uuid.uuid4().hex[:16]
+        executor = self.executor_factory(state.workers)
+        running: dict[Future, StepTask] = {}
+        delayed: list[tuple[float, StepTask]] = []
         run_started = utcnow()
         try:
             while sorter.is_active():
                 ready = list(sorter.get_ready())
                 while ready:
                     sid = ready.pop(0)
-                    step = workflow.steps[sid]
-                    if any(statuses[d] not in DONE_OK for d in step.depends_on):
-                        statuses[sid] = "skipped"
-                        self.ledger.write(("upsert", "steps", [{"run_id": run_id, "step_id": sid, "status": "skipped",
-                                                                "attempts": 0, "notebook": str(step.notebook) if step.notebook else None}]))
-                        progress.step_done(sid, "skipped")
+                    status = self._start(state, sid, executor, running, failures, waiting, progress)
+                    if status != "waiting" and status != "running":
                         sorter.done(sid)
                         ready.extend(sorter.get_ready())
-                        continue
-                    if step.is_approval:
-                        statuses[sid] = "waiting"
-                        self.ledger.write(("sql", "UPDATE steps SET status = 'waiting', started_at = ? WHERE run_id = ? AND step_id = ?",
-                                           [utcnow(), run_id, sid]))
-                        continue
-                    task = self._task(run_id, run_dir, workflow, sid, params, values, request)
-                    if isinstance(task, StepResult):  # the inputs failed their contract
-                        self._finish_step(run_id, sid, task, run_span, statuses, values, failures, progress)
-                        sorter.done(sid)
-                        ready.extend(sorter.get_ready())
-                        continue
-                    statuses[sid] = "running"
-                    self.ledger.write(("sql", "UPDATE steps SET status = 'running', started_at = ?, attempts = ? WHERE run_id = ? AND step_id = ?",
-                                       [utcnow(), task.attempt, run_id, sid]))
-                    running[executor.submit(task)] = sid
-                if not running:
+                now = time.monotonic()
+                for due, task in [d for d in delayed if d[0] <= now]:
+                    delayed.remove((due, task))
+                    running[executor.submit(task)] = task
+                if not running and not delayed:
                     break  # only waiting steps are left
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                timeout = max(0.0, min(d for d, _ in delayed) - time.monotonic()) if delayed else None
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
-                    sid = running.pop(future)
+                    task = running.pop(future)
                     result = future.result()
-                    self._finish_step(run_id, sid, result, run_span, statuses, values, failures, progress)
-                    sorter.done(sid)
+                    retry = self._retry_of(state, task, result)
+                    if retry is not None:
+                        self._record_attempt(state, result)
+                        delayed.append(retry)
+                        continue
+                    self._finish(state, result, failures, progress)
+                    sorter.done(task.step_id)
         finally:
             executor.shutdown()
             progress.close()
+        return self._close(state, run_started, failures, waiting)
 
-        for sid, status in statuses.items():  # dependants of a waiting step stay pending
-            if status == "pending" and any(statuses[d] not in DONE_OK for d in workflow.steps[sid].depends_on):
-                if any(statuses[d] in ("failed", "skipped") for d in workflow.steps[sid].depends_on):
-                    statuses[sid] = "skipped"
-        if any(s in ("failed",) for s in statuses.values()):
-            run_status = "failed"
-        elif any(s == "waiting" for s in statuses.values()):
-            run_status = "waiting"
-        else:
-            run_status = "succeeded"
-        ended = utcnow()
-        self.ledger.write(
-            ("sql", "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?",
-             [run_status, ended if run_status != "waiting" else None, run_id]),
-            ("insert", "spans", [{"run_id": run_id, "span_id": run_span, "parent_id": None, "step_id": None,
-                                  "name": workflow.name, "kind": "run", "started_at": run_started, "ended_at": ended,
-                                  "status": run_status, "attributes": {"params": params}}]),
-        )
-        return RunOutcome(run_id=run_id, status=run_status, steps=statuses, failures=failures,
-                          values={f"{sid}.{name}": value for (sid, name), value in values.items()})
-
-    def _task(self, run_id: str, run_dir: Path, workflow: Workflow, sid: str, params: dict[str, Any],
-              values: dict[tuple[str, str], Any], request: RunRequest) -> StepTask | StepResult:
+    def _start(self, state: _RunState, sid: str, executor: Executor, running: dict[Future, StepTask],
+               failures: list[StepResult], waiting: list[str], progress: Progress) -> str:
+        """Decide what a ready step does: already done, skipped, gated, cached, or submitted."""
+        workflow, run_id = state.workflow, state.run_id
         step = workflow.steps[sid]
+        if state.statuses[sid] in DONE_OK:
+            return state.statuses[sid]
+        if any(state.statuses[d] not in DONE_OK for d in step.depends_on):
+            return self._set_status(state, sid, "skipped", progress)
+        if step.is_approval:
+            return self._gate(state, sid, waiting, progress)
+        task = self._task(state, sid)
+        if isinstance(task, StepResult):  # the inputs failed their contract
+            self._finish(state, task, failures, progress)
+            return task.status
+        if step.spec.cache and not state.fresh:
+            hit = self._cached(state, sid, task)
+            if hit:
+                progress.step_done(sid, "cached")
+                return "cached"
+        state.statuses[sid] = "running"
+        self.ledger.write(("sql", "UPDATE steps SET status = 'running', started_at = ?, attempts = ?, cache_key = ? "
+                                  "WHERE run_id = ? AND step_id = ?",
+                           [utcnow(), task.attempt, self._cache_key(state, sid, task), run_id, sid]))
+        running[executor.submit(task)] = task
+        return "running"
+
+    def _set_status(self, state: _RunState, sid: str, status: str, progress: Progress) -> str:
+        state.statuses[sid] = status
+        self.ledger.write(("sql", "UPDATE steps SET status = ? WHERE run_id = ? AND step_id = ?", [status, state.run_id, sid]))
+        progress.step_done(sid, status)
+        return status
+
+    def _gate(self, state: _RunState, sid: str, waiting: list[str], progress: Progress) -> str:
+        """An approval step: approved, rejected, expired, or waiting for a decision."""
+        approval = state.workflow.steps[sid].spec.approval
+        decision = self._decision(state.run_id, sid)
+        if decision is not None:
+            status = decision["decision"]
+            self.ledger.write(("sql", "UPDATE steps SET status = ?, ended_at = ? WHERE run_id = ? AND step_id = ?",
+                               [status, utcnow(), state.run_id, sid]))
+            state.statuses[sid] = status
+            progress.step_done(sid, status)
+            return status
+        row = self.ledger.rows("SELECT started_at FROM steps WHERE run_id = ? AND step_id = ?", [state.run_id, sid])
+        since = row[0]["started_at"] if row and row[0]["started_at"] else None
+        if since is not None and approval.timeout:
+            limit = parse_duration(approval.timeout)
+            age = (datetime.now(timezone.utc).replace(tzinfo=None) - since).total_seconds()
+            if age > limit:
+                comment = f"no decision within {approval.timeout}"
+                self.ledger.write(
+                    ("insert", "approvals", [{"run_id": state.run_id, "step_id": sid, "decision": "rejected",
+                                              "principal": "kit", "comment": comment, "decided_at": utcnow()}]),
+                    ("sql", "UPDATE steps SET status = 'rejected', ended_at = ? WHERE run_id = ? AND step_id = ?",
+                     [utcnow(), state.run_id, sid]),
+                    audit.event("kit", "approval.expired", f"{state.run_id}/{sid}", {"timeout": approval.timeout}),
+                )
+                state.statuses[sid] = "rejected"
+                progress.step_done(sid, "rejected")
+                return "rejected"
+        self.ledger.write(("sql", "UPDATE steps SET status = 'waiting', started_at = coalesce(started_at, ?) "
+                                  "WHERE run_id = ? AND step_id = ?", [utcnow(), state.run_id, sid]))
+        state.statuses[sid] = "waiting"
+        waiting.append(sid)
+        return "waiting"
+
+    def _task(self, state: _RunState, sid: str) -> StepTask | StepResult:
+        step = state.workflow.steps[sid]
         parameters: dict[str, Any] = {}
         problems = []
         for input_name, source in step.spec.inputs.items():
             origin, name = parse_wire(source)
-            value = params[name] if origin == "params" else values[(origin, name)]
+            value = state.params[name] if origin == "params" else state.values[(origin, name)]
             if origin != "params":
                 problem = contracts.check_parameter(step.info.parameters[input_name].annotation, value)
                 if problem:
                     problems.append(f"input {input_name!r} from {source}: {problem}")
             parameters[input_name] = value
+        attempt = state.attempts.get(sid, 0) + 1
         if problems:
             now = utcnow()
-            return StepResult(step_id=sid, attempt=1, status="failed", started_at=now, ended_at=now, duration_ms=0.0,
-                              error_type="ParameterError", error_message="; ".join(problems))
+            return StepResult(step_id=sid, attempt=attempt, status="failed", started_at=now, ended_at=now,
+                              duration_ms=0.0, error_type="ParameterError", error_message="; ".join(problems))
+        run_dir = self.project.runs_dir / state.run_id
         return StepTask(
-            run_id=run_id,
-            step_id=sid,
-            attempt=1,
-            notebook=str(step.notebook),
-            workdir=str(step.notebook.parent),
-            parameters=parameters,
-            outputs=dict(step.spec.outputs),
-            output_notebook=str(run_dir / f"{sid}.ipynb"),
-            spool=str(run_dir / ".spool" / f"{sid}-1"),
-            objects=str(self.store.root),
-            engine=request.engine,
+            run_id=state.run_id, step_id=sid, attempt=attempt, notebook=str(step.notebook),
+            workdir=str(step.notebook.parent), parameters=parameters, outputs=dict(step.spec.outputs),
+            output_notebook=str(run_dir / f"{sid}.ipynb"), spool=str(run_dir / ".spool" / f"{sid}-{attempt}"),
+            objects=str(self.store.root), engine=state.engine, timeout=step.spec.timeout,
+            redact=list(state.workflow.spec.policy.redact), secret_values=sorted(state.redactor.secrets),
         )
 
-    def _finish_step(self, run_id: str, sid: str, result: StepResult, run_span: str, statuses: dict[str, str],
-                     values: dict[tuple[str, str], Any], failures: list[StepResult], progress: Progress) -> None:
-        statuses[sid] = result.status
+    # ---- retries -----------------------------------------------------------
+
+    def _retry_of(self, state: _RunState, task: StepTask, result: StepResult) -> tuple[float, StepTask] | None:
+        """The next attempt, due after exponential backoff with jitter, or None."""
+        retries = state.workflow.steps[task.step_id].spec.retries
+        attempt_here = task.attempt - state.attempts.get(task.step_id, 0)
+        if result.ok or attempt_here >= retries.attempts:
+            return None
+        if retries.retry_on and result.error_type not in retries.retry_on:
+            return None
+        delay = retries.backoff * (2 ** (attempt_here - 1)) * (1 + random.random() * 0.25)
+        run_dir = self.project.runs_dir / state.run_id
+        nxt = StepTask(**{**task.__dict__, "attempt": task.attempt + 1,
+                          "spool": str(run_dir / ".spool" / f"{task.step_id}-{task.attempt + 1}")})
+        return time.monotonic() + delay, nxt
+
+    def _record_attempt(self, state: _RunState, result: StepResult) -> None:
+        """A failed attempt that will be retried: its span and error, the step still running."""
+        ops = self._result_ops(state, result)
+        step_row = ops[0][2][0]
+        step_row["status"] = "running"
+        self.ledger.write(*ops)
+
+    # ---- the cache ---------------------------------------------------------
+
+    def _cache_key(self, state: _RunState, sid: str, task: StepTask) -> str:
+        """Notebook, inputs, components and environment config: unchanged means the same outputs."""
+        step = state.workflow.steps[sid]
+        base = state.workflow.dir
+        files = state.lock["files"]
+        notebook_key = step.notebook.relative_to(base).as_posix() if step.notebook.is_relative_to(base) else str(step.notebook)
+        notebooks = {s.notebook.relative_to(base).as_posix() for s in state.workflow.steps.values()
+                     if s.notebook is not None and s.notebook.is_relative_to(base)}
+        context = {k: v for k, v in files.items() if k not in notebooks and k != state.workflow.path.name}
+        body = {
+            "notebook": files.get(notebook_key), "inputs": task.parameters, "outputs": task.outputs,
+            "components": state.lock["components"], "context": context, "env": state.env, "engine": state.engine,
+        }
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    def _cached(self, state: _RunState, sid: str, task: StepTask) -> bool:
+        key = self._cache_key(state, sid, task)
+        hits = self.ledger.rows(
+            "SELECT run_id, cached_from, executed_notebook FROM steps WHERE cache_key = ? AND status IN ('succeeded', 'cached') "
+            "AND run_id <> ? ORDER BY ended_at DESC LIMIT 1", [key, state.run_id])
+        if not hits:
+            return False
+        origin = hits[0]["cached_from"] or hits[0]["run_id"]
+        outputs = self.ledger.rows("SELECT * FROM outputs WHERE run_id = ? AND step_id = ?", [origin, sid])
+        if {o["name"] for o in outputs} != set(task.outputs):
+            return False
+        for out in outputs:
+            if out["type"] == "table" and not self.store.has(out["artifact"]):
+                return False
+            if REDACTED in canonical_json(out["value"]):
+                return False  # a redacted value cannot stand in for the real one
+        now = utcnow()
+        for out in outputs:
+            state.values[(sid, out["name"])] = out["artifact"] if out["type"] == "table" else out["value"]
+        state.statuses[sid] = "cached"
+        self.ledger.write(
+            ("upsert", "steps", [{"run_id": state.run_id, "step_id": sid, "status": "cached", "attempts": 0,
+                                  "started_at": now, "ended_at": now, "duration_ms": 0.0, "cache_key": key,
+                                  "cached_from": origin, "notebook": str(state.workflow.steps[sid].notebook),
+                                  "executed_notebook": hits[0]["executed_notebook"]}]),
+            ("upsert", "outputs", [{**o, "run_id": state.run_id} for o in outputs]),
+            ("insert", "spans", [{"run_id": state.run_id, "span_id": uuid.uuid4().hex[:16], "parent_id": state.run_span,
+                                  "step_id": sid, "name": sid, "kind": "step", "started_at": now, "ended_at": now,
+                                  "status": "ok", "attributes": {"cached_from": origin}}]),
+        )
+        return True
+
+    # ---- results -----------------------------------------------------------
+
+    def _finish(self, state: _RunState, result: StepResult, failures: list[StepResult], progress: Progress) -> None:
+        sid = result.step_id
+        state.statuses[sid] = result.status
         if result.ok:
             for out in result.outputs:
-                values[(sid, out.name)] = out.artifact if out.type == "table" else out.value
+                state.values[(sid, out.name)] = out.artifact if out.type == "table" else out.value
         else:
             failures.append(result)
         for warning in result.warnings:
             print(f"warning: step {sid}: {warning}", file=sys.stderr)
-        self.ledger.write(*self._result_ops(run_id, result, run_span))
+        self.ledger.write(*self._result_ops(state, result))
         progress.step_done(sid, result.status)
 
-    def _result_ops(self, run_id: str, result: StepResult, run_span: str) -> list[tuple]:
-        sid = result.step_id
+    def _result_ops(self, state: _RunState, result: StepResult) -> list[tuple]:
+        redactor = state.redactor
+        redactor.add_secret_names(result.secrets)
+        text = redactor.text
+        sid, run_id = result.step_id, state.run_id
         step_row = {
             "run_id": run_id, "step_id": sid, "status": result.status, "attempts": result.attempt,
             "started_at": result.started_at, "ended_at": result.ended_at, "duration_ms": result.duration_ms,
-            "executed_notebook": result.executed_notebook, "error_type": result.error_type,
-            "error_message": result.error_message, "error_cell": result.error_cell,
-            "error_source": result.error_source, "traceback": result.traceback,
+            "notebook": str(state.workflow.steps[sid].notebook), "executed_notebook": result.executed_notebook,
+            "error_type": result.error_type, "error_message": text(result.error_message),
+            "error_cell": result.error_cell, "error_source": text(result.error_source), "traceback": text(result.traceback),
         }
         attempt_span = uuid.uuid4().hex[:16]
         spans = [{
-            "run_id": run_id, "span_id": attempt_span, "parent_id": run_span, "step_id": sid,
+            "run_id": run_id, "span_id": attempt_span, "parent_id": state.run_span, "step_id": sid,
             "name": sid, "kind": "step", "started_at": result.started_at, "ended_at": result.ended_at,
             "status": "ok" if result.ok else "error",
             "attributes": {"attempt": result.attempt, "duration_ms": result.duration_ms,
@@ -357,11 +605,38 @@ class Coordinator:
                 "parent_id": span.get("parent_id") or attempt_span, "step_id": sid,
                 "name": str(span.get("name")), "kind": str(span.get("kind") or "custom"),
                 "started_at": _as_ledger_time(span.get("started_at")), "ended_at": _as_ledger_time(span.get("ended_at")),
-                "status": span.get("status") or "ok", "attributes": span.get("attributes") or {},
+                "status": span.get("status") or "ok", "attributes": redactor.value(span.get("attributes") or {}),
             })
-        outputs = [
-            {"run_id": run_id, "step_id": sid, "name": o.name, "type": o.type, "value": o.value,
-             "artifact": o.artifact, "size_bytes": o.size_bytes}
-            for o in result.outputs
-        ]
+        outputs = [self._output_row(state, sid, o) for o in result.outputs] if result.ok else []
         return [("upsert", "steps", [step_row]), ("insert", "spans", spans), ("upsert", "outputs", outputs)]
+
+    def _output_row(self, state: _RunState, sid: str, out: OutputRecord) -> dict[str, Any]:
+        value = out.value
+        if out.type != "table":
+            value = REDACTED if state.redactor.matches(out.name) else state.redactor.value(value)
+        return {"run_id": state.run_id, "step_id": sid, "name": out.name, "type": out.type, "value": value,
+                "artifact": out.artifact, "size_bytes": out.size_bytes}
+
+    def _close(self, state: _RunState, run_started: str, failures: list[StepResult], waiting: list[str]) -> RunOutcome:
+        statuses = state.statuses
+        if any(s == "failed" for s in statuses.values()):
+            run_status = "failed"
+        elif any(s == "rejected" for s in statuses.values()):
+            run_status = "rejected"
+        elif waiting:
+            run_status = "waiting"
+        else:
+            run_status = "succeeded"
+        ended = utcnow()
+        self.ledger.write(
+            ("sql", "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?",
+             [run_status, None if run_status == "waiting" else ended, state.run_id]),
+            ("insert", "spans", [{"run_id": state.run_id, "span_id": state.run_span, "parent_id": None, "step_id": None,
+                                  "name": state.workflow.name, "kind": "run", "started_at": run_started, "ended_at": ended,
+                                  "status": run_status, "attributes": {"params": state.redactor.named(state.params)}}]),
+            audit.event(state.principal, f"run.{run_status}", state.run_id,
+                        {"steps": {s: v for s, v in statuses.items()}}),
+        )
+        return RunOutcome(run_id=state.run_id, status=run_status, steps=dict(statuses), failures=failures,
+                          bundle_id=state.lock["bundle_id"], waiting=waiting,
+                          values={f"{sid}.{name}": value for (sid, name), value in state.values.items()})

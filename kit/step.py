@@ -8,6 +8,7 @@ against its declared type. It never touches the ledger.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -18,6 +19,7 @@ from kit import contracts
 from kit.engines import get_engine
 from kit.ledger import utcnow
 from kit.objects import ObjectStore, ref_of
+from kit.policy import Redactor
 from kit.task import OutputRecord, StepResult, StepTask
 
 
@@ -50,10 +52,40 @@ def execute_step(task: StepTask) -> StepResult:
         _cell_span(cell) for cell in outcome.cells
     ]
     result.secrets = sorted({r["name"] for r in _read_jsonl(spool / "secrets.jsonl")})
+    redactor = Redactor(task.redact, task.secret_values)
+    redactor.add_secret_names(result.secrets)
     if outcome.ok:
-        _collect_outputs(task, spool, result)
+        _collect_outputs(task, spool, result, redactor)
     shutil.rmtree(spool, ignore_errors=True)
+    if redactor.secrets and result.executed_notebook:
+        _redact_file(Path(result.executed_notebook), redactor)
     return result
+
+
+def _redact_file(path: Path, redactor: Redactor) -> None:
+    """Rewrite a kept file (the executed notebook) without its secrets, atomically."""
+    text = path.read_text()
+    cleaned = redactor.text(text)
+    if cleaned != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(cleaned)
+        os.replace(tmp, path)
+
+
+def _redact_table(path: Path, redactor: Redactor) -> None:
+    """Secrets inside a table's text columns are replaced before the table is stored."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    changed = False
+    for column in frame.columns:
+        if frame[column].dtype == object or str(frame[column].dtype).startswith("str"):
+            cleaned = frame[column].map(lambda v: redactor.text(v) if isinstance(v, str) else v)
+            if not cleaned.equals(frame[column]):
+                frame[column] = cleaned
+                changed = True
+    if changed:
+        frame.to_parquet(path, index=False)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -89,7 +121,7 @@ def _type_name(spec: Any) -> str:
     return spec if isinstance(spec, str) else "schema"
 
 
-def _collect_outputs(task: StepTask, spool: Path, result: StepResult) -> None:
+def _collect_outputs(task: StepTask, spool: Path, result: StepResult, redactor: Redactor) -> None:
     """Read spooled outputs, store tables, and fail the step on a missing or mistyped one."""
     store = ObjectStore(task.objects)
     produced: dict[str, Path] = {}
@@ -111,6 +143,8 @@ def _collect_outputs(task: StepTask, spool: Path, result: StepResult) -> None:
             problems.append(problem)
             continue
         if is_table:
+            if redactor.secrets:
+                _redact_table(path, redactor)
             digest = store.put_file(path)
             record = OutputRecord(name, "table", artifact=ref_of(digest), size_bytes=path.stat().st_size)
         else:

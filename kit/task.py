@@ -25,8 +25,10 @@ class StepTask:
     objects: str  # the object store's root
     engine: str = "papermill"
     kernel_name: str = "python3"
-    timeout: float | None = None
+    timeout: float | None = None  # seconds for the whole attempt; then interrupt, then kill
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the kernel
+    redact: list[str] = field(default_factory=list)  # policy.redact name patterns
+    secret_values: list[str] = field(default_factory=list)  # values to keep out of what the step persists
 
 
 @dataclass
