@@ -569,6 +569,9 @@ class Coordinator:
     def _finish(self, state: _RunState, result: StepResult, failures: list[StepResult], progress: Progress) -> None:
         sid = result.step_id
         state.statuses[sid] = result.status
+        state.redactor.add_secret_names(result.secrets)
+        for name in ("error_message", "error_source", "traceback"):  # what the CLI prints is redacted too
+            setattr(result, name, state.redactor.text(getattr(result, name)))
         if result.ok:
             for out in result.outputs:
                 state.values[(sid, out.name)] = out.artifact if out.type == "table" else out.value

@@ -1,0 +1,207 @@
+"""What a run refuses to do: approvals, entitlements, redaction, and the audit trail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+KIT_YAML = """
+principals:
+  alice: [analyst]
+  bob: [reviewer]
+  carol: [guest]
+roles:
+  analyst: [cases:read]
+  reviewer: [cases:read]
+  guest: []
+approvals: {self_approve: false}
+"""
+
+
+@pytest.fixture
+def gated(project):
+    (project.root / "kit.yaml").write_text(KIT_YAML)
+    project.notebook("fetch.ipynb", "case_id: str = 'C-1'", "import kit, pathlib\npathlib.Path('fetched').write_text('1')\nkit.output('decision', {'action': 'refund', 'case': case_id})")
+    project.notebook("apply.ipynb", "decision: dict = {}", "import kit\nkit.output('applied', decision['action'])")
+    project.manifest(
+        """
+        workflow: gated
+        version: 1
+        params: {case_id: {type: string, default: C-7}}
+        steps:
+          fetch:
+            notebook: fetch.ipynb
+            inputs: {case_id: params.case_id}
+            outputs: {decision: object}
+            requires: [cases:read]
+          review:
+            approval: {approvers: [reviewer], show: [fetch.decision], timeout: 3d}
+            after: [fetch]
+          apply:
+            notebook: apply.ipynb
+            inputs: {decision: fetch.decision}
+            outputs: {applied: string}
+            after: [review]
+        """
+    )
+    return project
+
+
+def test_the_approval_path_end_to_end(gated):
+    started = gated.kit("run", "wf", "--as", "alice")
+    assert started.returncode == 3, started.stderr
+    assert "waits for approval by a reviewer" in started.stdout and '"action": "refund"' in started.stdout
+    run_id = started.stdout.split()[1]
+    assert f"kit approve {run_id} review" in started.stdout
+    statuses = {s["step_id"]: s["status"] for s in gated.sql("select step_id, status from steps")}
+    assert statuses == {"fetch": "succeeded", "review": "waiting", "apply": "pending"}
+    assert gated.sql("select status from runs")[0]["status"] == "waiting"
+
+    by_starter = gated.kit("approve", run_id, "review", "--as", "alice")
+    assert by_starter.returncode == 4 and "may not" in by_starter.stderr
+    by_guest = gated.kit("approve", run_id, "review", "--as", "carol")
+    assert by_guest.returncode == 4 and "reviewer" in by_guest.stderr
+    by_reviewer = gated.kit("approve", run_id, "review", "--as", "bob", "--comment", "looks right")
+    assert by_reviewer.returncode == 0, by_reviewer.stderr
+
+    resumed = gated.kit("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    statuses = {s["step_id"]: s for s in gated.sql("select * from steps")}
+    assert statuses["review"]["status"] == "approved" and statuses["apply"]["status"] == "succeeded"
+    assert statuses["fetch"]["attempts"] == 1
+    approvals = gated.sql("select decision, principal, comment from approvals")
+    assert approvals == [{"decision": "approved", "principal": "bob", "comment": "looks right"}]
+    actions = [a["action"] for a in gated.sql("select action from audit order by seq")]
+    assert actions.count("approval.denied") == 2 and "approval.approved" in actions and actions[-1] == "run.succeeded"
+
+
+def test_the_rejection_path_ends_rejected(gated):
+    started = gated.kit("run", "wf", "--as", "alice")
+    run_id = started.stdout.split()[1]
+    assert gated.kit("approve", run_id, "review", "--as", "bob", "--reject", "--comment", "wrong").returncode == 0
+    resumed = gated.kit("resume", run_id)
+    assert resumed.returncode == 1
+    statuses = {s["step_id"]: s["status"] for s in gated.sql("select step_id, status from steps")}
+    assert statuses == {"fetch": "succeeded", "review": "rejected", "apply": "skipped"}
+    assert gated.sql("select status from runs")[0]["status"] == "rejected"
+    assert gated.kit("resume", run_id).returncode == 2  # a rejected run cannot be resumed
+
+
+def test_an_expired_approval_rejects_the_run(gated):
+    started = gated.kit("run", "wf", "--as", "alice")
+    run_id = started.stdout.split()[1]
+    # the run waited since long ago: an older started_at than the 3d timeout
+    with duckdb.connect(str(gated.root / ".kit" / "ledger.duckdb")) as con:
+        con.execute("UPDATE steps SET started_at = started_at - INTERVAL 4 DAY WHERE step_id = 'review'")
+    resumed = gated.kit("resume", run_id)
+    assert resumed.returncode == 1
+    assert gated.sql("select status from runs")[0]["status"] == "rejected"
+    assert gated.sql("select decision, principal from approvals") == [{"decision": "rejected", "principal": "kit"}]
+
+
+def test_self_approval_when_the_policy_allows_it(gated):
+    (gated.root / "kit.yaml").write_text(KIT_YAML.replace("self_approve: false", "self_approve: true").replace("bob: [reviewer]", "bob: [reviewer, analyst]"))
+    started = gated.kit("run", "wf", "--as", "bob")
+    assert gated.kit("approve", started.stdout.split()[1], "review", "--as", "bob").returncode == 0
+
+
+def test_a_principal_without_the_entitlement_is_denied_before_anything_runs(gated):
+    for principal in ("carol", "mallory"):  # a role without it, and an unknown principal
+        result = gated.kit("run", "wf", "--as", principal)
+        assert result.returncode == 4, result.stderr
+        assert "step 'fetch' requires cases:read" in result.stderr and "Traceback" not in result.stderr
+    assert not (gated.root / "wf" / "fetched").exists()
+    assert gated.sql("select count(*) as n from runs")[0]["n"] == 0
+    denials = gated.sql("select actor, action, subject from audit")
+    assert denials == [{"actor": "carol", "action": "run.denied", "subject": "gated"},
+                       {"actor": "mallory", "action": "run.denied", "subject": "gated"}]
+    via_env = gated.kit("run", "wf", env={"KIT_PRINCIPAL": "carol"})
+    assert via_env.returncode == 4
+
+
+SECRET = "s3cr3t-Tok3n-9f8e7d"
+
+
+def test_a_secret_is_found_nowhere_under_dot_kit(project):
+    project.notebook(
+        "leak.ipynb",
+        "api_token: str = ''\ncase_id: str = 'C-1'",
+        """
+        import kit
+        key = kit.secret("CRM_TOKEN")
+        print("the key is", key, "and the token is", api_token)
+        kit.output("echo", {"key": key, "note": f"used {key}"})
+        kit.output("api_token", api_token)
+        with kit.span("call", kind="tool", auth=key):
+            pass
+        """,
+        "raise RuntimeError(f'could not connect with {key}')",
+    )
+    project.manifest(
+        """
+        workflow: leak
+        version: 1
+        params:
+          api_token: {type: string}
+          case_id: {type: string, default: C-1}
+        steps:
+          leak:
+            notebook: leak.ipynb
+            inputs: {api_token: params.api_token, case_id: params.case_id}
+            outputs: {echo: object, api_token: string}
+        policy:
+          redact: ["*token*"]
+        """
+    )
+    param_secret = "param-Secret-4242"
+    result = project.kit("run", "wf", "-p", f"api_token={param_secret}", env={"CRM_TOKEN": SECRET})
+    assert result.returncode == 1
+    assert SECRET not in result.stdout + result.stderr
+    # The step is changed to succeed, so outputs are recorded too.
+    nb = project.root / "wf" / "leak.ipynb"
+    import nbformat
+
+    doc = nbformat.read(nb, as_version=4)
+    doc.cells[-1].source = "print('ok')"
+    nbformat.write(doc, nb)
+    ok = project.kit("run", "wf", "-p", f"api_token={param_secret}", env={"CRM_TOKEN": SECRET})
+    assert ok.returncode == 0, ok.stderr
+    project.sql("select 1")  # applies anything journaled
+
+    offenders = []
+    for path in (project.root / ".kit").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if SECRET.encode() in data or param_secret.encode() in data:
+                offenders.append(path)
+    assert offenders == []
+    # and the places where it was redacted say so
+    assert project.sql("select params from runs")[0]["params"]["api_token"] == "[REDACTED]"
+    failed = project.sql("select error_message, traceback from steps where status = 'failed'")[0]
+    assert "[REDACTED]" in failed["error_message"]
+    executed = (project.root / ".kit" / "runs").rglob("leak.ipynb")
+    assert all("[REDACTED]" in p.read_text() for p in executed)
+    echo = project.sql("select value from outputs where name = 'echo'")[0]["value"]
+    assert echo == {"key": "[REDACTED]", "note": "used [REDACTED]"}
+
+
+def test_audit_verify_names_the_altered_entry(chain):
+    assert chain.kit("run", "wf").returncode == 0
+    assert chain.kit("run", "wf", "-p", "x=9").returncode == 0
+    ok = chain.kit("audit", "verify")
+    assert ok.returncode == 0 and "4 entries" in ok.stdout
+    with duckdb.connect(str(chain.root / ".kit" / "ledger.duckdb")) as con:
+        con.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    broken = chain.kit("audit", "verify")
+    assert broken.returncode == 1 and "audit entry 2" in broken.stderr and "altered" in broken.stderr
+
+
+def test_audit_verify_names_a_removed_entry(chain):
+    assert chain.kit("run", "wf").returncode == 0
+    assert chain.kit("run", "wf", "-p", "x=9").returncode == 0
+    with duckdb.connect(str(chain.root / ".kit" / "ledger.duckdb")) as con:
+        con.execute("DELETE FROM audit WHERE seq = 3")
+    broken = chain.kit("audit", "verify")
+    assert broken.returncode == 1 and "audit entry 3 is missing" in broken.stderr
