@@ -300,18 +300,31 @@ def _encode(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v, default=str) if k in _JSON_COLUMNS and v is not None else v for k, v in row.items()}
 
 
-def _apply(con, ops: list[tuple]) -> None:
-    import pyarrow as pa
+_BULK_ROWS = 500  # from here on, Arrow beats executemany by far (it costs an import of pyarrow)
 
+
+def _insert(con, table: str, rows: list[dict[str, Any]], replace: bool) -> None:
+    verb = "INSERT OR REPLACE INTO" if replace else "INSERT INTO"
+    encoded = [_encode(r) for r in rows]
+    if len(encoded) >= _BULK_ROWS:
+        import pyarrow as pa
+
+        data = pa.Table.from_pylist(encoded)  # noqa: F841 (DuckDB reads the local by name)
+        con.execute(f"{verb} {table} BY NAME SELECT * FROM data")
+        return
+    columns = list(dict.fromkeys(k for r in encoded for k in r))
+    marks = ", ".join("?" for _ in columns)
+    con.executemany(f"{verb} {table} ({', '.join(columns)}) VALUES ({marks})",
+                    [[r.get(c) for c in columns] for r in encoded])
+
+
+def _apply(con, ops: list[tuple]) -> None:
     for op in ops:
         kind = op[0]
         if kind in ("upsert", "insert"):
             _, table, rows = op
-            if not rows:
-                continue
-            data = pa.Table.from_pylist([_encode(r) for r in rows])  # noqa: F841 (read by DuckDB)
-            verb = "INSERT OR REPLACE INTO" if kind == "upsert" else "INSERT INTO"
-            con.execute(f"{verb} {table} BY NAME SELECT * FROM data")
+            if rows:
+                _insert(con, table, rows, replace=kind == "upsert")
         elif kind == "sql":
             _, statement, params = op
             con.execute(statement, params)
