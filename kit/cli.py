@@ -147,10 +147,11 @@ def _explain_waiting(ctx: Context, outcome) -> None:
 @click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who the run acts as (default: $KIT_PRINCIPAL, then the OS user).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once (default: the core count).")
 @click.option("--fresh", is_flag=True, help="Run every step; reuse no cached outputs.")
+@click.option("--locked", is_flag=True, help="Refuse to run unless workflow.lock matches the files.")
 @pass_context
 @handle_errors
 def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str | None, env: str | None,
-        as_: str | None, workers: int | None, fresh: bool) -> None:
+        as_: str | None, workers: int | None, fresh: bool, locked: bool) -> None:
     """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
     from kit.manifest import load_workflow
     from kit.runner import Coordinator, RunRequest, resolve_principal
@@ -158,6 +159,7 @@ def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str |
     wf = load_workflow(ctx.project.find_workflow(workflow))
     for warning in wf.warnings:
         click.echo(f"warning: {warning}", err=True)
+    check_lock(wf, locked)
     given = read_params_file(params_file) if params_file else {}
     given.update(parse_param_options(params, wf.spec.params))
     coordinator = Coordinator(ctx.project)
@@ -165,6 +167,64 @@ def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str |
                                          env=env, workers=workers, fresh=fresh))
     report_outcome(ctx, outcome)
     sys.exit(outcome.exit_code)
+
+
+def check_lock(wf, locked: bool) -> None:
+    """Warn when workflow.lock is stale; with --locked, refuse (exit 2)."""
+    from kit.bundle import LOCK_NAME, compute_lock, read_lock, stale_files
+
+    recorded = read_lock(wf)
+    if recorded is None:
+        if locked:
+            raise InvalidInput(f"{wf.dir / LOCK_NAME}: no lock file; write one with: kit lock {wf.dir}")
+        return
+    changes = stale_files(recorded, compute_lock(wf))
+    if not changes:
+        return
+    message = f"{wf.dir / LOCK_NAME} is stale: " + ", ".join(changes[:8]) + (" ..." if len(changes) > 8 else "")
+    if locked:
+        raise InvalidInput(message + f"; update it with: kit lock {wf.dir}")
+    click.echo(f"warning: {message}", err=True)
+
+
+@cli.command()
+@click.argument("workflow")
+@pass_context
+@handle_errors
+def lock(ctx: Context, workflow: str) -> None:
+    """Write workflow.lock beside WORKFLOW's manifest: file digests, component versions, bundle id."""
+    from kit.bundle import write_lock
+    from kit.manifest import load_workflow
+
+    wf = load_workflow(ctx.project.find_workflow(workflow))
+    path, lock_data = write_lock(wf)
+    click.echo(f"wrote {path}: bundle {lock_data['bundle_id']} ({len(lock_data['files'])} files)")
+
+
+@cli.command()
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path())
+@click.option("--baseline", required=True, metavar="REF",
+              help="A bundle id or prefix, NAME@VERSION, a run id, or git:REV.")
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "json"]), default="table", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@pass_context
+@handle_errors
+def replay(ctx: Context, scenarios: tuple[str, ...], baseline: str, fmt: str, workers: int | None) -> None:
+    """Run SCENARIOS on the baseline bundle and on the current one; report what changed."""
+    from pathlib import Path
+
+    from kit import replay as rp
+    from kit.scenario import discover
+    from kit.testing import ScenarioRunner
+
+    paths = discover([Path(p) for p in scenarios])
+    if not paths:
+        raise InvalidInput(f"no scenario files found in {', '.join(scenarios)}")
+    runner = ScenarioRunner(ctx.project, workers=workers)
+    results = [rp.replay_scenario(runner, path, baseline) for path in paths]
+    render = {"table": rp.as_table, "md": rp.as_markdown, "json": rp.as_json}[fmt]
+    click.echo(render(results, baseline))
+    sys.exit(rp.exit_code(results))
 
 
 @cli.command()

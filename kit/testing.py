@@ -33,6 +33,8 @@ class ScenarioResult:
     checks: list[tuple[Expectation, Outcome]] = field(default_factory=list)
     invalid: str | None = None  # why the scenario could not be run
     seconds: float = 0.0
+    values: dict[str, Any] = field(default_factory=dict)  # the run's outputs, "STEP.OUTPUT" -> value or ref
+    bundle_id: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -96,20 +98,23 @@ class ScenarioRunner:
         validate_against(scenario, {sid: set(s.spec.outputs) for sid, s in workflow.steps.items()})
         return scenario, workflow
 
-    def run(self, path: Path) -> ScenarioResult:
+    def run(self, path: Path, workflow: Workflow | None = None, baseline_of: str | None = None) -> ScenarioResult:
+        """Run one scenario, on its current workflow or on `workflow` (a baseline bundle)."""
         t0 = time.perf_counter()
         result = ScenarioResult(path=path)
         try:
-            scenario, workflow = self.prepare(path)
+            scenario, current = self.prepare(path)
+            workflow = workflow or current
             result.scenario, result.workflow = scenario, workflow.name
             outcome = self.coordinator.run(RunRequest(
                 workflow=workflow, params=dict(scenario.params), principal=resolve_principal(scenario.principal),
-                env=scenario.env, workers=self.workers, scenario_id=scenario.id))
+                env=scenario.env, workers=self.workers, scenario_id=scenario.id, baseline_of=baseline_of))
         except KitError as exc:
             result.invalid = exc.message
             result.seconds = time.perf_counter() - t0
             return result
         result.run_id, result.run_status = outcome.run_id, outcome.status
+        result.values, result.bundle_id = outcome.values, outcome.bundle_id
         ctx = scenario.context(load_table=self._load_table)
         failed_steps = {f.step_id: f for f in outcome.failures}
         for expectation in scenario.expect:
