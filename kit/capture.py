@@ -19,6 +19,21 @@ from kit.objects import ObjectStore
 from kit.scenario import PathNotFound, extract, parse_key
 
 
+def llm_calls(ledger: Ledger, store: ObjectStore, run_id: str) -> list[dict[str, Any]]:
+    """The run's LLM calls (request and response), in the order they were made."""
+    import json
+
+    from kit.objects import digest_of
+
+    spans = ledger.rows("SELECT attributes FROM spans WHERE run_id = ? AND kind = 'llm' ORDER BY started_at", [run_id])
+    calls = []
+    for span in spans:
+        ref = (span["attributes"] or {}).get("kit.llm.content")
+        if ref and store.has(digest_of(ref)):
+            calls.append(json.loads(store.read_bytes(digest_of(ref))))
+    return calls
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "scenario"
 
@@ -79,6 +94,13 @@ def capture(ledger: Ledger, store: ObjectStore, run_id: str, expects: list[str],
     document["source"] = source
     if tags:
         document["tags"] = list(tags)
+    calls = llm_calls(ledger, store, run_id)
+    if calls:
+        from kit.llm import write_recordings
+
+        relative = Path("recordings") / f"{stem}.jsonl"
+        write_recordings(calls, out.parent / relative)
+        document["recordings"] = relative.as_posix()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
     return out

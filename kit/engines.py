@@ -76,6 +76,7 @@ def kernel_environment(task: StepTask) -> dict[str, str]:
     env.update(task.env)
     env[SPOOL_ENV] = task.spool
     env[OBJECTS_ENV] = task.objects
+    env["KIT_STEP"] = task.step_id
     env.pop("KIT_HOME", None)
     return env
 

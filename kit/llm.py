@@ -638,7 +638,21 @@ def _replay(request: dict, key: str) -> dict:
 
 
 def _pretty(request: dict) -> str:
-    return json.dumps(request, sort_keys=True, indent=2, ensure_ascii=False)
+    """The request as JSON, with message text broken into lines so a diff shows where it differs."""
+    import textwrap
+
+    lines = []
+    for line in json.dumps(request, sort_keys=True, indent=2, ensure_ascii=False).splitlines():
+        stripped = line.lstrip()
+        if len(line) <= 100 or not stripped.startswith('"content": "'):
+            lines.append(line)
+            continue
+        indent = " " * (len(line) - len(stripped))
+        body = stripped[len('"content": '):]
+        lines.append(f'{indent}"content":')
+        lines += textwrap.wrap(body, 88, initial_indent=indent + "  ", subsequent_indent=indent + "  ",
+                               break_on_hyphens=False, drop_whitespace=False)
+    return "\n".join(lines)
 
 
 def _miss_message(request: dict, key: str, recordings: dict[str, dict]) -> str:

@@ -84,20 +84,40 @@ class Project:
         path = Path(ref)
         if path.is_file():
             return path.resolve()
+        if path.is_dir() and (path / "workflow.yaml").is_file():
+            return (path / "workflow.yaml").resolve()
+        found = self.find_workflow_by_name(ref)
+        if found is not None:
+            return found
         if path.is_dir():
-            manifest = path / "workflow.yaml"
-            if manifest.is_file():
-                return manifest.resolve()
             raise InvalidInput(f"{ref}: this folder holds no workflow.yaml")
-        for candidate in (self.root / "notebooks" / ref / "workflow.yaml",):
-            if candidate.is_file():
-                return candidate.resolve()
-        for manifest in sorted(self.root.glob("**/workflow.yaml")):
-            if ".kit" in manifest.parts:
-                continue
-            if manifest.parent.name == ref:
-                return manifest.resolve()
         raise InvalidInput(
             f"{ref}: no such workflow: expected a workflow.yaml, a folder holding one, "
             f"or the name of a workflow under {self.root}"
         )
+
+    def find_workflow_by_name(self, name: str) -> Path | None:
+        """The manifest under the project root whose folder or `workflow:` field is `name`."""
+        preferred = self.root / "notebooks" / name / "workflow.yaml"
+        if preferred.is_file():
+            return preferred.resolve()
+        by_field = None
+        for manifest in sorted(self.root.glob("**/workflow.yaml")):
+            relative = manifest.relative_to(self.root).parts
+            if any(part.startswith(".") for part in relative):
+                continue  # .kit/bundles, .git, ...
+            if manifest.parent.name == name:
+                return manifest.resolve()
+            if by_field is None and _declared_name(manifest) == name:
+                by_field = manifest.resolve()
+        return by_field
+
+
+def _declared_name(manifest: Path) -> str | None:
+    import re
+
+    try:
+        match = re.search(r"^workflow:\s*['\"]?([^'\"\s#]+)", manifest.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return match.group(1) if match else None

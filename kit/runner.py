@@ -103,6 +103,14 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 @dataclass
+class LLMSettings:
+    """How a run's `kit.llm` calls behave: `live`, `record` or `replay` (from `recordings`)."""
+
+    mode: str | None = None
+    recordings: Path | None = None
+
+
+@dataclass
 class RunRequest:
     workflow: Workflow
     params: dict[str, Any]
@@ -113,6 +121,7 @@ class RunRequest:
     fresh: bool = False
     scenario_id: str | None = None
     baseline_of: str | None = None
+    llm: LLMSettings | None = None
 
 
 @dataclass
@@ -153,6 +162,57 @@ class _RunState:
     values: dict[tuple[str, str], Any] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     run_span: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    task_env: dict[str, str] = field(default_factory=dict)  # what every kernel of the run sees
+
+
+def environment_config(workflow: Workflow, env: str | None) -> dict[str, Any]:
+    """The environment's config file (`environments.ENV.config`), as a mapping."""
+    if env is None or env not in workflow.spec.environments or not workflow.spec.environments[env].config:
+        return {}
+    from kit.yamlio import load_yaml
+
+    doc = load_yaml(workflow.dir / workflow.spec.environments[env].config)
+    if doc.data is None:
+        return {}
+    if not isinstance(doc.data, dict):
+        raise doc.error((), f"expected a mapping of settings, found {type(doc.data).__name__}")
+    return doc.data
+
+
+def task_environment(workflow: Workflow, env: str | None, llm: LLMSettings | None) -> dict[str, str]:
+    """Environment variables for the run's kernels: the environment, and the model and LLM mode.
+
+    The `model` component is a YAML file; the environment's config may override any
+    of its fields under `model:`.
+    """
+    import json
+
+    from kit import llm as kit_llm
+
+    config = environment_config(workflow, env)
+    overrides = config.get("model") if isinstance(config.get("model"), dict) else None
+    component = workflow.spec.components.get("model")
+    if component is not None:
+        model = kit_llm.config_from_component(workflow.dir / component.path, overrides)
+    else:
+        model = {**kit_llm.DEFAULT_CONFIG, **(overrides or {})}
+    out = {"KIT_ENV": env or "", "KIT_ENV_CONFIG": json.dumps(config, default=str),
+           "KIT_LLM_CONFIG": json.dumps(model, sort_keys=True, default=str)}
+    mode = (llm.mode if llm else None) or os.environ.get("KIT_LLM_MODE") or "live"
+    out["KIT_LLM_MODE"] = mode
+    if llm and llm.recordings:
+        out["KIT_LLM_RECORDINGS"] = str(llm.recordings)
+        if Path(llm.recordings).is_file():  # recordings decide replayed outputs: they belong in cache keys
+            from kit.objects import sha256_file
+
+            out["KIT_LLM_RECORDINGS_SHA256"] = sha256_file(llm.recordings)
+    return out
+
+
+def _span_attributes(redactor: Redactor, attributes: dict[str, Any]) -> dict[str, Any]:
+    """kit's own attribute names (gen_ai.*, kit.*) are never redacted by name; every value is scrubbed."""
+    return {k: (redactor.value(v) if k.startswith(("gen_ai.", "kit.", "server.")) or not redactor.matches(k)
+                else REDACTED) for k, v in attributes.items()}
 
 
 class Progress:
@@ -238,6 +298,7 @@ class Coordinator:
             known = ", ".join(workflow.spec.environments)
             raise InvalidInput(f"{workflow.path}: --env {env}: the workflow has no environment {env!r} (its environments: {known})")
         self.check_entitlements(workflow, request.principal)
+        task_environment(workflow, env, request.llm)  # a broken model or environment config is refused here
 
         t0 = time.perf_counter()
         lock = compute_lock(workflow)
@@ -269,7 +330,8 @@ class Coordinator:
         )
         state = _RunState(run_id=run_id, workflow=workflow, params=params, principal=request.principal, env=env,
                           workers=workers, engine=request.engine, fresh=request.fresh, lock=lock, redactor=redactor,
-                          statuses={sid: "pending" for sid in workflow.order})
+                          statuses={sid: "pending" for sid in workflow.order},
+                          task_env=task_environment(workflow, env, request.llm))
         outcome = self._execute(state)
         outcome.seconds = time.perf_counter() - t0
         return outcome
@@ -323,7 +385,8 @@ class Coordinator:
                           env=run["env"], workers=workers or run["workers"] or os.cpu_count() or 1,
                           engine=run["engine"] or "papermill", fresh=fresh, lock=lock,
                           redactor=self._redactor(workflow, resolved), statuses=statuses, values=values,
-                          attempts={sid: (steps.get(sid, {}).get("attempts") or 0) for sid in workflow.order})
+                          attempts={sid: (steps.get(sid, {}).get("attempts") or 0) for sid in workflow.order},
+                          task_env=task_environment(workflow, run["env"], None))
         outcome = self._execute(state)
         outcome.seconds = time.perf_counter() - t0
         return outcome
@@ -497,7 +560,7 @@ class Coordinator:
             run_id=state.run_id, step_id=sid, attempt=attempt, notebook=str(step.notebook),
             workdir=str(step.notebook.parent), parameters=parameters, outputs=dict(step.spec.outputs),
             output_notebook=str(run_dir / f"{sid}.ipynb"), spool=str(run_dir / ".spool" / f"{sid}-{attempt}"),
-            objects=str(self.store.root), engine=state.engine, timeout=step.spec.timeout,
+            objects=str(self.store.root), engine=state.engine, timeout=step.spec.timeout, env=dict(state.task_env),
             redact=list(state.workflow.spec.policy.redact), secret_values=sorted(state.redactor.secrets),
         )
 
@@ -538,6 +601,7 @@ class Coordinator:
         body = {
             "notebook": files.get(notebook_key), "inputs": task.parameters, "outputs": task.outputs,
             "components": state.lock["components"], "context": context, "env": state.env, "engine": state.engine,
+            "kernel_env": {k: v for k, v in state.task_env.items() if k != "KIT_LLM_RECORDINGS"},
         }
         return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
@@ -617,7 +681,7 @@ class Coordinator:
                 "parent_id": span.get("parent_id") or attempt_span, "step_id": sid,
                 "name": str(span.get("name")), "kind": str(span.get("kind") or "custom"),
                 "started_at": _as_ledger_time(span.get("started_at")), "ended_at": _as_ledger_time(span.get("ended_at")),
-                "status": span.get("status") or "ok", "attributes": redactor.value(span.get("attributes") or {}),
+                "status": span.get("status") or "ok", "attributes": _span_attributes(redactor, span.get("attributes") or {}),
             })
         outputs = [self._output_row(state, sid, o) for o in result.outputs] if result.ok else []
         return [("upsert", "steps", [step_row]), ("insert", "spans", spans), ("upsert", "outputs", outputs)]

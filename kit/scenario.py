@@ -23,7 +23,7 @@ import datetime as _dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -84,6 +84,7 @@ class Scenario(BaseModel):
     as_: str | None = Field(default=None, alias="as")
     expect: list[Expectation] = Field(default_factory=list)
     recordings: str | None = None
+    llm_mode: str | None = None  # live, record or replay (default: replay, or $KIT_LLM_MODE)
     source: dict[str, Any] | None = None
     tags: list[str] = Field(default_factory=list)
     path: Path | None = None
@@ -140,6 +141,7 @@ class _RawScenario(BaseModel):
     as_: str | None = Field(default=None, alias="as")
     expect: dict[Any, Any] | None = None  # keys are checked one by one, with their lines
     recordings: str | None = None
+    llm_mode: Literal["live", "record", "replay"] | None = None
     source: dict[str, Any] | None = None
     tags: list[str] | None = None
 
@@ -200,6 +202,9 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
         exp = _expectation(doc, key, spec, ctx, problems)
         if exp is not None:
             expectations.append(exp)
+    if not raw.expect and not problems:
+        problems.append(f"{doc.where(('expect',) if 'expect' in doc.data else ())}: expect: a scenario needs at least one "
+                        "expectation (STEP.OUTPUT: {COMPARATOR: ...})")
     if problems:
         raise InvalidInput("\n".join(problems))
 
@@ -212,6 +217,7 @@ def load_scenario(path: str | Path, text: str | None = None) -> Scenario:
         as_=raw.as_,
         expect=expectations,
         recordings=raw.recordings,
+        llm_mode=raw.llm_mode,
         source=raw.source,
         tags=raw.tags or [],
         path=path,

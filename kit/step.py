@@ -54,12 +54,30 @@ def execute_step(task: StepTask) -> StepResult:
     result.secrets = sorted({r["name"] for r in _read_jsonl(spool / "secrets.jsonl")})
     redactor = Redactor(task.redact, task.secret_values)
     redactor.add_secret_names(result.secrets)
+    _collect_llm_calls(task, spool, result, redactor)
     if outcome.ok:
         _collect_outputs(task, spool, result, redactor)
     shutil.rmtree(spool, ignore_errors=True)
     if redactor.secrets and result.executed_notebook:
         _redact_file(Path(result.executed_notebook), redactor)
     return result
+
+
+def _collect_llm_calls(task: StepTask, spool: Path, result: StepResult, redactor: Redactor) -> None:
+    """Each LLM call's request and response become an artifact that its span refers to."""
+    if not (spool / "llm_calls.jsonl").exists():
+        return
+    from kit.llm import store_calls
+
+    store = ObjectStore(task.objects)
+    refs = {}
+    for call in store_calls(spool):
+        body = json.dumps({k: call.get(k) for k in ("key", "request", "response")}, sort_keys=True, ensure_ascii=False)
+        refs[call["call_id"]] = ref_of(store.put_bytes(redactor.text(body).encode()))
+    for span in result.spans:
+        attrs = span.get("attributes") or {}
+        if attrs.get("kit.llm.call_id") in refs:
+            attrs["kit.llm.content"] = refs[attrs["kit.llm.call_id"]]
 
 
 def _redact_file(path: Path, redactor: Redactor) -> None:

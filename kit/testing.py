@@ -8,6 +8,7 @@ scenario file is reported (exit 2) without affecting the others.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from kit.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, InvalidInput, KitErro
 from kit.ledger import utcnow
 from kit.manifest import Workflow, load_workflow
 from kit.project import Project
-from kit.runner import Coordinator, RunRequest, resolve_principal
+from kit.runner import Coordinator, LLMSettings, RunRequest, resolve_principal
 from kit.scenario import Expectation, Scenario, discover, load_scenario, validate_against
 
 
@@ -38,7 +39,8 @@ class ScenarioResult:
 
     @property
     def passed(self) -> bool:
-        return self.invalid is None and all(o.passed for _, o in self.checks)
+        """Every expectation holds, and the run did not fail (a run waiting at an approval may pass)."""
+        return self.invalid is None and self.run_status != "failed" and all(o.passed for _, o in self.checks)
 
     @property
     def name(self) -> str:
@@ -85,8 +87,16 @@ class ScenarioRunner:
 
     def workflow(self, name: str) -> Workflow:
         if name not in self._workflows:
-            self._workflows[name] = load_workflow(self.project.find_workflow(name))
+            path = self.project.find_workflow_by_name(name)
+            if path is None:
+                raise InvalidInput(f"no workflow named {name!r} under {self.project.root}")
+            self._workflows[name] = load_workflow(path)
         return self._workflows[name]
+
+    def llm_settings(self, scenario: Scenario) -> LLMSettings:
+        """Scenarios replay their recorded LLM calls unless they (or $KIT_LLM_MODE) say otherwise."""
+        mode = scenario.llm_mode or os.environ.get("KIT_LLM_MODE") or "replay"
+        return LLMSettings(mode=mode, recordings=scenario.recordings_path)
 
     def prepare(self, path: Path) -> tuple[Scenario, Workflow]:
         """Load and check a scenario against its workflow; InvalidInput when it cannot run."""
@@ -104,15 +114,28 @@ class ScenarioRunner:
         result = ScenarioResult(path=path)
         try:
             scenario, current = self.prepare(path)
-            workflow = workflow or current
-            result.scenario, result.workflow = scenario, workflow.name
-            outcome = self.coordinator.run(RunRequest(
-                workflow=workflow, params=dict(scenario.params), principal=resolve_principal(scenario.principal),
-                env=scenario.env, workers=self.workers, scenario_id=scenario.id, baseline_of=baseline_of))
+            result.scenario = scenario
         except KitError as exc:
             result.invalid = exc.message
             result.seconds = time.perf_counter() - t0
             return result
+        workflow = workflow or current
+        try:
+            outcome = self.coordinator.run(RunRequest(
+                workflow=workflow, params=dict(scenario.params), principal=resolve_principal(scenario.principal),
+                env=scenario.env, workers=self.workers, scenario_id=scenario.id, baseline_of=baseline_of,
+                llm=self.llm_settings(scenario)))
+        except KitError as exc:  # its parameters, environment or principal do not fit the workflow
+            result.invalid = f"{scenario.where()}: {exc.message}"
+            result.seconds = time.perf_counter() - t0
+            return result
+        result.workflow = workflow.name
+        if self.llm_settings(scenario).mode == "record" and scenario.recordings_path is not None:
+            from kit.capture import llm_calls
+            from kit.llm import write_recordings
+
+            write_recordings(llm_calls(self.coordinator.ledger, self.coordinator.store, outcome.run_id),
+                             scenario.recordings_path)
         result.run_id, result.run_status = outcome.run_id, outcome.status
         result.values, result.bundle_id = outcome.values, outcome.bundle_id
         ctx = scenario.context(load_table=self._load_table)
@@ -219,6 +242,8 @@ def report_text(suite: SuiteResult) -> str:
             out.append(f"INVALID {result.path}\n  {result.invalid}")
         elif not result.passed:
             out.append(f"FAIL {result.name}  (run {result.run_id}, {result.run_status})")
+            if result.run_status == "failed":
+                out.append(f"  the run failed: kit show {result.run_id}")
             for expectation, outcome in result.failures():
                 out.append(explain(expectation, outcome, result.scenario.where(expectation)))
     out.append("")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,16 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "notebooks" / "casework"
+SCENARIOS = REPO / "scenarios" / "casework"
+IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "workflow.lock")
+
+
+def copy_example(root: Path, scenarios: bool = False) -> None:
+    """The casework example (and its project settings, and optionally its scenarios) under `root`."""
+    shutil.copytree(EXAMPLE, root / "notebooks" / "casework", ignore=IGNORE)
+    shutil.copy(REPO / "kit.yaml", root / "kit.yaml")
+    if scenarios:
+        shutil.copytree(SCENARIOS, root / "scenarios" / "casework", ignore=IGNORE)
 
 
 def write_notebook(path: Path, parameters: str | None, *cells: str) -> Path:

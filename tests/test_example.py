@@ -1,61 +1,78 @@
-"""The bundled casework example, run the way a new user runs it."""
+"""The bundled casework example, run the way a new user runs it (README's first command)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from conftest import EXAMPLE
+from conftest import Project, copy_example
 from kit.manifest import load_workflow
 
 
 @pytest.fixture(scope="module")
 def casework(tmp_path_factory):
-    from conftest import Project
-
     project = Project(tmp_path_factory.mktemp("casework"))
-    shutil.copytree(EXAMPLE, project.root / "notebooks" / "casework",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    copy_example(project.root, scenarios=True)
     return project
 
 
-def test_the_example_runs_and_records_every_declared_output(casework):
-    result = casework.kit("run", "notebooks/casework", "-p", "case_id=C-1001")
-    assert result.returncode == 0, result.stderr
-    run_id = result.stdout.split()[1]
+def test_the_example_runs_through_its_approval_and_records_every_declared_output(casework):
+    started = casework.kit("run", "notebooks/casework", "-p", "case_id=C-1001", "--as", "alice")
+    assert started.returncode == 3, started.stderr  # waiting for the reviewer
+    run_id = started.stdout.split()[1]
+    assert "step review waits for approval by a reviewer" in started.stdout
+    assert casework.kit("approve", run_id, "review", "--as", "bob").returncode == 0
+    resumed = casework.kit("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
 
     workflow = load_workflow(casework.root / "notebooks" / "casework" / "workflow.yaml")
-    assert len(workflow.steps) >= 5
+    assert len([s for s in workflow.steps.values() if not s.is_approval]) >= 5
 
     shown = casework.kit("show", run_id)
-    assert shown.returncode == 0
-    for step_id in workflow.steps:
-        assert any(line.startswith(step_id) and "succeeded" in line for line in shown.stdout.splitlines()), shown.stdout
-
-    steps = casework.sql(f"select step_id, status, duration_ms from steps where run_id = '{run_id}'")
-    assert {s["step_id"] for s in steps} == set(workflow.steps)
-    assert {s["status"] for s in steps} == {"succeeded"}
+    assert shown.returncode == 0 and f"run {run_id}: succeeded" in shown.stdout
+    steps = {s["step_id"]: s for s in casework.sql(f"select step_id, status, attempts, duration_ms from steps where run_id = '{run_id}'")}
+    assert set(steps) == set(workflow.steps)
+    assert {sid: s["status"] for sid, s in steps.items()} == {
+        sid: ("approved" if step.is_approval else "succeeded") for sid, step in workflow.steps.items()}
+    assert all(s["attempts"] == 1 for sid, s in steps.items() if not workflow.steps[sid].is_approval)
 
     recorded = {(o["step_id"], o["name"]): o["type"] for o in casework.sql(f"select * from outputs where run_id = '{run_id}'")}
-    declared = {(sid, name): spec for sid, step in workflow.steps.items() for name, spec in step.spec.outputs.items()}
-    assert set(recorded) == set(declared)
-    kinds = set(recorded.values())
-    assert "table" in kinds and ("object" in kinds or "schema" in kinds)
+    declared = {(sid, name) for sid, step in workflow.steps.items() for name in step.spec.outputs}
+    assert set(recorded) == declared
+    assert "table" in recorded.values() and "schema" in recorded.values()
 
     by_name = {s["step_id"]: s for s in casework.sql(
         f"select step_id, started_at, ended_at from spans where run_id = '{run_id}' and kind = 'step'")}
     a, b = by_name["check_policy"], by_name["retrieve_similar"]
     assert a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"], "the fan-out steps did not overlap"
 
-    decision = casework.sql(f"select value from outputs where run_id = '{run_id}' and name = 'decision'")[0]["value"]
-    assert decision["action"] == "apply_discount"
+    values = {o["name"]: o["value"] for o in casework.sql(f"select name, value from outputs where run_id = '{run_id}'")}
+    assert values["decision"]["action"] == "apply_discount"
+    assert values["registration"]["state"] == "candidate_regression_test"
+    llm = casework.sql(f"select attributes from spans where run_id = '{run_id}' and kind = 'llm'")
+    assert len(llm) == 1 and llm[0]["attributes"]["gen_ai.usage.input_tokens"] > 0
+    assert llm[0]["attributes"]["gen_ai.provider.name"] == "fake"  # the dev environment's model
 
 
 def test_an_unknown_case_fails_the_first_step_and_skips_the_rest(casework):
-    result = casework.kit("run", "notebooks/casework", "-p", "case_id=C-0000")
+    result = casework.kit("run", "notebooks/casework", "-p", "case_id=C-0000", "--as", "alice")
     assert result.returncode == 1
     run_id = result.stdout.split()[1]
     statuses = {s["step_id"]: s["status"] for s in casework.sql(f"select step_id, status from steps where run_id = '{run_id}'")}
     assert statuses["fetch_case"] == "failed"
     assert {s for k, s in statuses.items() if k != "fetch_case"} == {"skipped"}
+
+
+def test_scenarios_replay_offline_and_a_changed_prompt_fails_closed(casework):
+    scenario = "scenarios/casework/C-1004-wrong-vat-france.yaml"
+    offline = {"OPENAI_API_KEY": "", "KIT_LLM_MODE": ""}
+    passed = casework.kit("test", scenario, env=offline)
+    assert passed.returncode == 0, passed.stdout
+    replayed = casework.sql("select attributes from spans where kind = 'llm' order by started_at desc limit 1")[0]
+    assert replayed["attributes"]["kit.llm.replayed"] is True
+
+    prompt = casework.root / "notebooks" / "casework" / "prompts" / "summarize.md"
+    prompt.write_text(prompt.read_text().replace("three sentences at most", "two sentences at most"))
+    failed = casework.kit("test", scenario, env=offline)
+    assert failed.returncode == 1
+    assert "ReplayMiss" in failed.stdout and "replay miss in step 'summarize'" in failed.stdout
+    assert "-" in failed.stdout and "+" in failed.stdout and "two sentences at most" in failed.stdout

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import kit.scenario  # noqa: F401  (imported here, not first inside an in-process pytest run, which unloads it after)
-from conftest import EXAMPLE
+from conftest import EXAMPLE, copy_example
 
 pytest_plugins = ["pytester"]
 
@@ -26,6 +26,8 @@ scenario: casework/discount-applies
 workflow: casework
 description: A gold customer's missing loyalty discount is applied
 params: {case_id: C-1001}
+as: alice
+llm_mode: live
 expect:
   recommend.decision.action: {equals: apply_discount}
   fetch_case.case.tier: {equals: gold}
@@ -36,6 +38,8 @@ FAILING = """
 scenario: casework/wrong-action
 workflow: casework
 params: {case_id: C-1001}
+as: alice
+llm_mode: live
 expect:
   recommend.decision.action: {equals: something_else}
   fetch_case.case.tier: {equals: gold}
@@ -78,9 +82,7 @@ def scenario_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
     (pytester.path / "casework").mkdir()
     root = pytester.path / "proj"
     root.mkdir()
-    (root / "kit.yaml").write_text("{}\n")
-    shutil.copytree(EXAMPLE, root / "notebooks" / "casework",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    copy_example(root)
     scenarios = root / "scenarios"
     scenarios.mkdir()
     for name, text in [("passing.yaml", PASSING), ("failing.yaml", FAILING), ("invalid.yaml", INVALID),

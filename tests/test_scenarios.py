@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import EXAMPLE, REPO, Project
+from conftest import EXAMPLE, REPO, Project, copy_example
 from kit.scenario import discover, load_scenario
 
 SCENARIOS = REPO / "scenarios" / "casework"
@@ -25,8 +25,7 @@ ALL_COMPARATORS = {"equals", "approx", "contains", "matches", "one_of", "schema"
 def _copy_example(root: Path) -> Project:
     project = Project(root)
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
-    shutil.copytree(EXAMPLE, root / "notebooks" / "casework", ignore=ignore)
-    shutil.copytree(SCENARIOS, root / "scenarios" / "casework", ignore=ignore)
+    copy_example(root, scenarios=True)
     return project
 
 
@@ -63,7 +62,8 @@ def test_the_shipped_scenarios_cover_the_cases_and_every_comparator():
     for s in scenarios:
         assert s.workflow == "casework"
         assert s.description and s.tags and s.source, s.path
-        assert s.env is None and s.principal is None and s.recordings is None, s.path
+        assert s.env == "dev" and s.principal == "alice", s.path  # the example's steps require entitlements
+        assert s.recordings_path.is_file(), s.path  # kit test replays the summarize step's LLM call
         # the two deliberate mismatches of the example are not part of the green suite
         assert s.params["case_id"] not in ("C-1013", "C-1016"), s.path
     used = {e.comparator for s in scenarios for e in s.expect}
