@@ -14,7 +14,7 @@ file, a comparator that raised). A comparator never crashes its caller:
 :func:`evaluate` and :func:`run_comparator` turn exceptions into ``error``.
 
 Built-ins: ``equals``, ``approx``, ``contains``, ``matches``, ``one_of``,
-``schema``, ``table``.
+``schema``, ``table``, and ``judge`` (a model grades the output against a rubric; see kit.judge).
 
 Writing a comparator plugin
 ---------------------------
@@ -936,9 +936,50 @@ class Table(Comparator):
         return out
 
 
+class JudgeComparator(Comparator):
+    """An LLM grades the value against a rubric; its verdict is recorded and replayed.
+
+    ``{judge: "The summary names the customer's tier.", model: gpt-4o}`` (``model`` is
+    optional: the workflow's model by default). The grading is done by the
+    :class:`kit.judge.Judge` the engine puts in ``ctx.services["judge"]``; without
+    one the verdict is ``error``. The detail is the judge's reason.
+    """
+
+    name = "judge"
+    options = frozenset({"model"})
+
+    def check_spec(self, spec, ctx):
+        rubric = spec["judge"]
+        if not isinstance(rubric, str) or not rubric.strip():
+            raise ValueError(f"judge: expected a rubric (a non-empty string), got {_show(rubric)}")
+        if "model" in spec and (not isinstance(spec["model"], str) or not spec["model"].strip()):
+            raise ValueError(f"model: expected a model name, got {_show(spec['model'])}")
+
+    def expected(self, spec, ctx):
+        return jsonable(spec["judge"])
+
+    def compare(self, spec, actual, ctx):
+        rubric = spec["judge"]
+        judge = ctx.services.get("judge") if isinstance(ctx.services, Mapping) else None
+        if judge is None:
+            return Outcome(
+                "error",
+                "no judge configured: the judge comparator needs a kit.judge.Judge in the "
+                "CompareContext's services['judge'] (kit test provides one)",
+                rubric,
+                jsonable(actual),
+            )
+        if isinstance(actual, str) and actual.startswith("artifact:sha256:"):
+            actual = ctx.load_table(actual)  # a table output: judge its rows, not its reference
+        verdict, reason, call = judge.grade(rubric, actual, model=spec.get("model"))
+        note = call.get("note") if isinstance(call, Mapping) else None
+        detail = f"{reason} ({note})" if note else reason
+        return Outcome(verdict, detail, rubric, jsonable(actual))
+
+
 # --------------------------------------------------------------------------- registry
 
-BUILTINS: tuple[type[Comparator], ...] = (Equals, Approx, Contains, Matches, OneOf, Schema, Table)
+BUILTINS: tuple[type[Comparator], ...] = (Equals, Approx, Contains, Matches, OneOf, Schema, Table, JudgeComparator)
 
 _lock = threading.RLock()
 _registry: dict[str, Comparator] | None = None

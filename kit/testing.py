@@ -138,7 +138,7 @@ class ScenarioRunner:
                              scenario.recordings_path)
         result.run_id, result.run_status = outcome.run_id, outcome.status
         result.values, result.bundle_id = outcome.values, outcome.bundle_id
-        ctx = scenario.context(load_table=self._load_table)
+        ctx = scenario.context(load_table=self._load_table, **self.services(scenario, workflow))
         failed_steps = {f.step_id: f for f in outcome.failures}
         for expectation in scenario.expect:
             check = evaluate(expectation, outcome.values, ctx)
@@ -151,6 +151,23 @@ class ScenarioRunner:
         self._record(result, outcome.bundle_id)
         result.seconds = time.perf_counter() - t0
         return result
+
+    def services(self, scenario: Scenario, workflow: Workflow) -> dict[str, Any]:
+        """Services for the scenario's comparators: a judge (kit.judge) when an expectation asks for one.
+
+        The judge uses the model config, LLM mode and recordings the scenario's run had, so its
+        verdicts are recorded with the run's calls and replayed with them.
+        """
+        if not any(e.comparator == "judge" for e in scenario.expect):
+            return {}
+        from kit.judge import Judge
+        from kit.runner import task_environment
+
+        try:
+            env = task_environment(workflow, scenario.env, self.llm_settings(scenario))
+        except KitError as exc:  # a broken model config fails the judged expectations only
+            return {"judge": Judge.unavailable(f"cannot configure the model: {exc.message}", scenario=scenario.path)}
+        return {"judge": Judge.from_environment(env, scenario=scenario.path)}
 
     def _load_table(self, ref: Any):
         import pandas as pd

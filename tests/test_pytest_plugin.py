@@ -143,7 +143,7 @@ def test_scenarios_pass_fail_and_explain_themselves(pytester, scenario_project):
     failing = _section(out, "scenario casework/wrong-action")
     assert "1 of 2 expectation(s) failed" in failing
     assert "recommend.decision.action  [equals] fail" in failing
-    assert "failing.yaml:5" in failing
+    assert "failing.yaml:7" in failing
     assert 'expected: "something_else"' in failing
     assert 'actual:   "apply_discount"' in failing
     assert "fetch_case.case.tier" not in failing

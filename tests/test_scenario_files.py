@@ -108,9 +108,14 @@ def test_load_a_good_scenario(folder):
 
 
 def test_minimal_scenario_and_defaults(folder):
-    s = load_scenario(write(folder, "scenario: s1\nworkflow: w\n"))
-    assert s.expect == [] and s.params == {} and s.tags == [] and s.env is None and s.as_ is None
+    s = load_scenario(write(folder, "scenario: s1\nworkflow: w\nexpect:\n  a.b: {equals: 1}\n"))
+    assert len(s.expect) == 1 and s.params == {} and s.tags == [] and s.env is None and s.as_ is None
     assert s.recordings is None and s.recordings_path is None and s.description == ""
+
+
+def test_a_scenario_without_expectations_is_refused(folder):
+    msg = refused(write(folder, "scenario: s1\nworkflow: w\n"))
+    assert "at least one expectation" in msg
 
 
 def test_parse_key():
@@ -160,7 +165,7 @@ def test_unknown_comparator_lists_known_ones(folder):
     path = write(folder, "scenario: s\nworkflow: w\nexpect:\n  a.b: {equal: 1}\n")
     msg = refused(path)
     assert f"{path}:4: expect 'a.b': unknown comparator 'equal'" in msg
-    assert "known: approx, contains, equals, matches, one_of, schema, table" in msg
+    assert "known: approx, contains, equals, judge, matches, one_of, schema, table" in msg
 
 
 def test_two_comparator_keys(folder):
@@ -256,7 +261,7 @@ def test_validate_against_unknown_step_and_output(folder):
 
 
 def test_validate_against_workflow_name(folder):
-    s = load_scenario(write(folder, "scenario: s\nworkflow: other\n"))
+    s = load_scenario(write(folder, "scenario: s\nworkflow: other\nexpect:\n  a.b: {equals: 1}\n"))
     with pytest.raises(InvalidInput, match="scenario is for workflow 'other', not 'casework'"):
         validate_against(s, STEPS, workflow="casework")
 
