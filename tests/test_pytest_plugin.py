@@ -169,7 +169,7 @@ def test_scenarios_pass_fail_and_explain_themselves(pytester, scenario_project):
     ]
     runs = Ledger(scenario_project / ".kit" / "ledger.duckdb").rows("SELECT run_id, scenario_id, status FROM runs")
     assert sorted((r["scenario_id"], r["status"]) for r in runs) == [
-        ("casework/discount-applies", "succeeded"), ("casework/wrong-action", "succeeded")]
+        ("casework/discount-applies", "waiting"), ("casework/wrong-action", "waiting")]  # at the review gate
 
     # each run's id reaches the JUnit report as a property
     props = {p.get("value") for p in ET.parse(pytester.path / "report.xml").iter("property") if p.get("name") == "run_id"}

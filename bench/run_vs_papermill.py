@@ -1,0 +1,31 @@
+"""One 5-step chain: `kit run --fresh` (whole process) vs. a loop of papermill.execute_notebook.
+
+DESIGN section 15 target: kit at least 2x faster than the papermill loop.
+Run from the repo root: python bench/run_vs_papermill.py [N]
+"""
+
+import shutil
+import sys
+
+from _common import chain_project, kit_run, last_run_steps, median, papermill_loop, table
+
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+
+root, jobs = chain_project(5)
+kit_run(root, "--fresh")  # warm-up (file cache, .pyc); not counted
+papermill_loop(root, jobs, "immediate")
+
+times = {"kit run --fresh": [], "papermill loop (default shutdown)": [], "papermill loop (immediate shutdown)": []}
+for i in range(N):  # interleaved, so drift in machine load hits every side alike
+    times["kit run --fresh"].append(kit_run(root, "--fresh"))
+    times["papermill loop (default shutdown)"].append(papermill_loop(root, jobs, "default"))
+    times["papermill loop (immediate shutdown)"].append(papermill_loop(root, jobs, "immediate"))
+assert [s for _, s in last_run_steps(root)] == ["succeeded"] * 5, last_run_steps(root)
+
+print(f"one 5-step chain of trivial notebooks, whole process, N={N} (seconds)\n")
+table([(name, median(ts), min(ts), max(ts)) for name, ts in times.items()], ("", "median", "min", "max"))
+kit = median(times["kit run --fresh"])
+print()
+for name in list(times)[1:]:
+    print(f"ratio {name} / kit: {median(times[name]) / kit:.2f}x   (target >= 2x)")
+shutil.rmtree(root, ignore_errors=True)
