@@ -193,7 +193,10 @@ def task_environment(workflow: Workflow, env: str | None, llm: LLMSettings | Non
     overrides = config.get("model") if isinstance(config.get("model"), dict) else None
     component = workflow.spec.components.get("model")
     if component is not None:
-        model = kit_llm.config_from_component(workflow.dir / component.path, overrides)
+        try:
+            model = kit_llm.config_from_component(workflow.dir / component.path, overrides)
+        except kit_llm.LLMError as exc:
+            raise InvalidInput(f"{workflow.path}: components.model: {exc}") from None
     else:
         model = {**kit_llm.DEFAULT_CONFIG, **(overrides or {})}
     out = {"KIT_ENV": env or "", "KIT_ENV_CONFIG": json.dumps(config, default=str),
