@@ -41,7 +41,6 @@ config, the mode and the recordings are arguments here, never ``KIT_LLM_*``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import threading
@@ -337,18 +336,7 @@ class Judge:
         if not judged:
             where = "does not exist" if not self.recordings.exists() else "holds no judge calls"
             return f"{head}; {self.recordings} {where}: {self._how_to_record()}"
-        mine = _llm._pretty(request)
-        best_key, best_text, best_ratio = "", "", -1.0
-        for rkey, record in judged.items():
-            text = _llm._pretty(record["request"])
-            ratio = difflib.SequenceMatcher(None, mine, text, autojunk=False).ratio()
-            if ratio > best_ratio:
-                best_key, best_text, best_ratio = rkey, text, ratio
-        diff = list(difflib.unified_diff(best_text.splitlines(), mine.splitlines(), "recorded", "requested",
-                                         n=1, lineterm=""))
-        shown = [line if len(line) <= 200 else line[:197] + "..." for line in diff[:MAX_DIFF_LINES]]
-        if len(diff) > MAX_DIFF_LINES:
-            shown.append(f"... ({len(diff) - MAX_DIFF_LINES} more diff lines)")
+        best_key, best_ratio, shown = _llm.nearest_diff(request, judged, MAX_DIFF_LINES)
         return (
             f"{head} among {len(judged)} judge recording{'s' if len(judged) != 1 else ''} in {self.recordings}; "
             f"{self._how_to_record()}.\nThe nearest (key {best_key[:12]}, similarity {best_ratio:.2f}) differs "

@@ -655,6 +655,29 @@ def _pretty(request: dict) -> str:
     return "\n".join(lines)
 
 
+def nearest_diff(request: dict, recordings: dict[str, dict], max_lines: int = MAX_DIFF_LINES) -> tuple[str, float, list[str]]:
+    """The recording nearest to `request`: its key, the similarity, and a unified diff (- recorded, + requested)."""
+    import difflib
+
+    mine = _pretty(request)
+    candidates = []
+    for rkey, record in recordings.items():
+        text = _pretty(record["request"])
+        candidates.append((difflib.SequenceMatcher(None, mine, text, autojunk=False).quick_ratio(), rkey, text))
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    best_key, best_text, best_ratio = "", "", -1.0
+    for _, rkey, text in candidates[:20]:  # the exact ratio on the most promising only
+        ratio = difflib.SequenceMatcher(None, mine, text, autojunk=False).ratio()
+        if ratio > best_ratio:
+            best_key, best_text, best_ratio = rkey, text, ratio
+    diff = list(difflib.unified_diff(best_text.splitlines(), mine.splitlines(), "recorded", "requested",
+                                     n=2, lineterm=""))
+    shown = [line if len(line) <= 240 else line[:237] + "..." for line in diff[:max_lines]]
+    if len(diff) > max_lines:
+        shown.append(f"... ({len(diff) - max_lines} more diff lines)")
+    return best_key, best_ratio, shown
+
+
 def _miss_message(request: dict, key: str, recordings: dict[str, dict]) -> str:
     step = _step()
     where = f"step {step!r}" if step else "this notebook"
@@ -668,28 +691,7 @@ def _miss_message(request: dict, key: str, recordings: dict[str, dict]) -> str:
         else:
             why = f"there are no recordings at all ({path} holds none)"
         return f"{head}; {why}. Record the calls first (KIT_LLM_MODE=record, e.g. through `kit capture`)."
-    import difflib
-
-    mine = _pretty(request)
-    best_key, best_text, best_ratio = None, "", -1.0
-    candidates = []
-    for rkey, record in recordings.items():
-        text = _pretty(record["request"])
-        quick = difflib.SequenceMatcher(None, mine, text, autojunk=False).quick_ratio()
-        candidates.append((quick, rkey, text))
-    candidates.sort(key=lambda c: c[0], reverse=True)
-    for _, rkey, text in candidates[:20]:  # exact ratio on the most promising only
-        ratio = difflib.SequenceMatcher(None, mine, text, autojunk=False).ratio()
-        if ratio > best_ratio:
-            best_key, best_text, best_ratio = rkey, text, ratio
-    diff = list(
-        difflib.unified_diff(
-            best_text.splitlines(), mine.splitlines(), "recorded", "requested", n=2, lineterm=""
-        )
-    )
-    shown = [line if len(line) <= 240 else line[:237] + "..." for line in diff[:MAX_DIFF_LINES]]
-    if len(diff) > MAX_DIFF_LINES:
-        shown.append(f"... ({len(diff) - MAX_DIFF_LINES} more diff lines)")
+    best_key, best_ratio, shown = nearest_diff(request, recordings)
     return (
         f"{head} among {len(recordings)} recording{'s' if len(recordings) != 1 else ''} in {path}.\n"
         f"The nearest recording (key {best_key[:12]}, similarity {best_ratio:.2f}) differs "
