@@ -237,6 +237,9 @@ def test_a_captured_run_passes_and_an_edited_expectation_fails(suite):
     }
     table = next(e for e in captured.expect if e.comparator == "table")
     assert (captured.base_dir / table.spec["table"]).is_file()
+    # the run's LLM call became the captured scenario's recording: kit test replays it offline
+    assert captured.recordings_path.is_file()
+    assert '"provider": "fake"' in captured.recordings_path.read_text()
 
     result = project.kit("test", out_file)
     assert result.returncode == 0, _output(result)
