@@ -80,13 +80,14 @@ def spec_problem(spec: Any) -> str | None:
     if isinstance(spec, dict):
         if spec.get("type") == "table":
             return None if set(spec) <= {"type", "columns"} else "a table type takes only 'columns'"
-        from jsonschema.exceptions import SchemaError
-        from jsonschema.validators import validator_for
+        from fastjsonschema import JsonSchemaDefinitionException
 
         try:
-            validator_for(spec).check_schema(spec)
-        except SchemaError as exc:
-            return f"not a valid JSON Schema: {exc.message}"
+            _compiled(spec)
+        except JsonSchemaDefinitionException as exc:
+            return f"not a valid JSON Schema: {exc}"
+        except (TypeError, ValueError) as exc:
+            return f"not a valid JSON Schema: {exc}"
         return None
     return f"expected a type name or a JSON Schema object, found {describe(spec)}"
 
@@ -119,14 +120,28 @@ def check_output(name: str, spec: Any, value: Any, is_artifact_table: bool) -> s
         if not _is_type(value, spec):
             return f"output {name!r} must be {spec}, got {describe(value)}: {_short(value)}"
         return None
-    from jsonschema.validators import validator_for
+    from fastjsonschema import JsonSchemaValueException
 
-    validator = validator_for(spec)(spec)
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors[:5]]
-        return f"output {name!r} does not match its schema: " + "; ".join(lines)
+    try:
+        _compiled(spec)(value)
+    except JsonSchemaValueException as exc:
+        return f"output {name!r} does not match its schema: {exc.message}"
     return None
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled(schema: dict):
+    """A compiled validator (fastjsonschema: jsonschema's import costs a second where rfc3987 is installed)."""
+    import json
+
+    import fastjsonschema
+
+    key = json.dumps(schema, sort_keys=True, default=str)
+    if key not in _COMPILED:
+        _COMPILED[key] = fastjsonschema.compile(schema)
+    return _COMPILED[key]
 
 
 def _short(value: Any, limit: int = 80) -> str:
