@@ -15,17 +15,20 @@ root, jobs = chain_project(5)
 kit_run(root, "--fresh")  # warm-up (file cache, .pyc); not counted
 papermill_loop(root, jobs, "immediate")
 
-times = {"kit run --fresh": [], "papermill loop (default shutdown)": [], "papermill loop (immediate shutdown)": []}
+times = {"kit run --fresh": [], "kit run --fresh --engine warm": [],
+         "papermill loop (default shutdown)": [], "papermill loop (immediate shutdown)": []}
 for i in range(N):  # interleaved, so drift in machine load hits every side alike
     times["kit run --fresh"].append(kit_run(root, "--fresh"))
+    times["kit run --fresh --engine warm"].append(kit_run(root, "--fresh", "--engine", "warm"))
     times["papermill loop (default shutdown)"].append(papermill_loop(root, jobs, "default"))
     times["papermill loop (immediate shutdown)"].append(papermill_loop(root, jobs, "immediate"))
 assert [s for _, s in last_run_steps(root)] == ["succeeded"] * 5, last_run_steps(root)
 
 print(f"one 5-step chain of trivial notebooks, whole process, N={N} (seconds)\n")
 table([(name, median(ts), min(ts), max(ts)) for name, ts in times.items()], ("", "median", "min", "max"))
-kit = median(times["kit run --fresh"])
 print()
-for name in list(times)[1:]:
-    print(f"ratio {name} / kit: {median(times[name]) / kit:.2f}x   (target >= 2x)")
+for engine in ("kit run --fresh", "kit run --fresh --engine warm"):
+    kit = median(times[engine])
+    for name in list(times)[2:]:
+        print(f"ratio {name} / {engine}: {median(times[name]) / kit:.2f}x   (target >= 2x)")
 shutil.rmtree(root, ignore_errors=True)

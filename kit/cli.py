@@ -52,6 +52,9 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+ENGINE = click.option("--engine", type=click.Choice(["papermill", "warm"]), default=None,
+                      help="papermill: a fresh kernel per step (exact Jupyter semantics); "
+                           "warm: a kernel reused per worker, namespace reset per step (fast).")
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 
 
@@ -148,10 +151,11 @@ def _explain_waiting(ctx: Context, outcome) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once (default: the core count).")
 @click.option("--fresh", is_flag=True, help="Run every step; reuse no cached outputs.")
 @click.option("--locked", is_flag=True, help="Refuse to run unless workflow.lock matches the files.")
+@ENGINE
 @pass_context
 @handle_errors
 def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str | None, env: str | None,
-        as_: str | None, workers: int | None, fresh: bool, locked: bool) -> None:
+        as_: str | None, workers: int | None, fresh: bool, locked: bool, engine: str | None) -> None:
     """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
     from kit.manifest import load_workflow
     from kit.runner import Coordinator, RunRequest, resolve_principal
@@ -164,7 +168,7 @@ def run(ctx: Context, workflow: str, params: tuple[str, ...], params_file: str |
     given.update(parse_param_options(params, wf.spec.params))
     coordinator = Coordinator(ctx.project)
     outcome = coordinator.run(RunRequest(workflow=wf, params=given, principal=resolve_principal(as_),
-                                         env=env, workers=workers, fresh=fresh))
+                                         env=env, workers=workers, fresh=fresh, engine=engine or "papermill"))
     report_outcome(ctx, outcome)
     sys.exit(outcome.exit_code)
 
@@ -207,9 +211,11 @@ def lock(ctx: Context, workflow: str) -> None:
               help="A bundle id or prefix, NAME@VERSION, a run id, or git:REV.")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "json"]), default="table", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None)
+@ENGINE
 @pass_context
 @handle_errors
-def replay(ctx: Context, scenarios: tuple[str, ...], baseline: str, fmt: str, workers: int | None) -> None:
+def replay(ctx: Context, scenarios: tuple[str, ...], baseline: str, fmt: str, workers: int | None,
+           engine: str | None) -> None:
     """Run SCENARIOS on the baseline bundle and on the current one; report what changed."""
     from pathlib import Path
 
@@ -220,7 +226,7 @@ def replay(ctx: Context, scenarios: tuple[str, ...], baseline: str, fmt: str, wo
     paths = discover([Path(p) for p in scenarios])
     if not paths:
         raise InvalidInput(f"no scenario files found in {', '.join(scenarios)}")
-    runner = ScenarioRunner(ctx.project, workers=workers)
+    runner = ScenarioRunner(ctx.project, workers=workers, engine=engine)
     results = [rp.replay_scenario(runner, path, baseline) for path in paths]
     render = {"table": rp.as_table, "md": rp.as_markdown, "json": rp.as_json}[fmt]
     click.echo(render(results, baseline))
@@ -481,10 +487,11 @@ def sql(ctx: Context, query: str, fmt: str) -> None:
 @click.option("--tag", "tags", multiple=True, help="Only scenarios with this tag (repeatable).")
 @click.option("--workflow", default=None, help="Only scenarios of this workflow.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once within a scenario.")
+@ENGINE
 @pass_context
 @handle_errors
 def test_command(ctx: Context, paths: tuple[str, ...], junit: str | None, tags: tuple[str, ...],
-                 workflow: str | None, workers: int | None) -> None:
+                 workflow: str | None, workers: int | None, engine: str | None) -> None:
     """Run scenarios (default: every scenario under scenarios/) and gate on evals.pass_rate."""
     from pathlib import Path
 
@@ -494,7 +501,7 @@ def test_command(ctx: Context, paths: tuple[str, ...], junit: str | None, tags: 
     chosen = select(roots, tags, workflow)
     if not chosen:
         raise InvalidInput(f"no scenario files found under {', '.join(str(r) for r in roots)}")
-    suite = run_suite(ScenarioRunner(ctx.project, workers=workers), chosen, progress=SuiteProgress())
+    suite = run_suite(ScenarioRunner(ctx.project, workers=workers, engine=engine), chosen, progress=SuiteProgress())
     click.echo(report_text(suite))
     if junit:
         write_junit(suite, Path(junit))

@@ -5,6 +5,8 @@ parameterization and its executed output notebook. It reports what went wrong, i
 anything, as a `NotebookOutcome`; collecting outputs is not its business.
 
 - ``papermill``: a fresh Jupyter kernel per step, exact Jupyter semantics.
+- ``warm``: papermill on a kernel kept alive per worker and reused; the namespace is
+  reset before each step, imported modules stay (see `kit.warm`).
 
 Engines register by name in `ENGINES`, in the spirit of papermill's own small
 engine registry. Kernels use the IPC transport in a private folder, which removes
@@ -14,6 +16,7 @@ immediately, which removes graceful shutdown's stalls (FIELD-NOTES).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -51,6 +54,10 @@ class NotebookOutcome:
 
 Engine = Callable[[StepTask], NotebookOutcome]
 ENGINES: dict[str, Engine] = {}
+ISOLATION = {  # what each engine guarantees, recorded with every run
+    "papermill": "fresh kernel per step",
+    "warm": "warm kernel per worker: namespace reset per step, imported modules kept",
+}
 
 
 def register_engine(name: str) -> Callable[[Engine], Engine]:
@@ -98,6 +105,22 @@ def _register_with_papermill() -> None:
         kernel_env = Dict(default_value=None, allow_none=True).tag(config=True)
         ipc_dir = Unicode("").tag(config=True)
         watchdog = Any(default_value=None, allow_none=True).tag(config=True)
+        warm_client = Any(default_value=None, allow_none=True).tag(config=True)  # a kernel client kept alive
+        preamble = Unicode("").tag(config=True)  # run silently before the cells
+
+        def __init__(self, nb_man, km=None, **kw):
+            super().__init__(nb_man, km=km, **kw)
+            if self.warm_client is not None:
+                self.kc = self.warm_client
+
+        def papermill_execute_cells(self):
+            if self.preamble:
+                msg_id = self.kc.execute(self.preamble, silent=True, store_history=False, allow_stdin=False)
+                reply = self.wait_for_reply(msg_id)
+                content = (reply or {}).get("content", {})
+                if content.get("status") != "ok":
+                    raise RuntimeError(f"kernel preparation failed: {content.get('ename')}: {content.get('evalue')}")
+            super().papermill_execute_cells()
 
         def create_kernel_manager(self):
             km = super().create_kernel_manager()
@@ -254,6 +277,123 @@ def _execute_with_retried_start(task: StepTask, ipc_dir: str, watchdog: Watchdog
         except RuntimeError as exc:
             if "kernel" not in str(exc).lower() or attempt == 2 or watchdog.fired:
                 raise
+
+
+class WarmKernel:
+    """A kernel kept alive in one worker thread and reused, step after step."""
+
+    def __init__(self, kernel_name: str):
+        from jupyter_client import AsyncKernelManager
+        from nbclient.util import run_sync
+
+        self.ipc_dir = tempfile.mkdtemp(prefix="kit-w-")
+        self.km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(self.ipc_dir, "k"))
+        env = {k: v for k, v in os.environ.items() if k not in ("KIT_HOME", SPOOL_ENV)}
+        run_sync(self.km.start_kernel)(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        run_sync(self.kc.wait_for_ready)(timeout=60)
+        _WARM_KERNELS.append(self)
+
+    def alive(self) -> bool:
+        from nbclient.util import run_sync
+
+        return bool(run_sync(self.km.is_alive)())
+
+    def pid(self) -> int | None:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return getattr(process, "pid", None)
+
+    def kill(self) -> None:
+        pid = self.pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.kc.stop_channels()
+        except Exception:  # noqa: BLE001 - its loop may be gone at exit
+            pass
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        try:
+            self.km.cleanup_connection_file()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+_WARM_KERNELS: list[WarmKernel] = []
+_warm_local = threading.local()
+
+
+def _kill_warm_kernels() -> None:
+    for kernel in _WARM_KERNELS:
+        kernel.kill()
+
+
+atexit.register(_kill_warm_kernels)
+
+
+def _warm_kernel(kernel_name: str) -> WarmKernel:
+    kernel = getattr(_warm_local, "kernel", None)
+    if kernel is not None and not kernel.alive():
+        kernel.kill()
+        kernel = None
+    if kernel is None:
+        kernel = WarmKernel(kernel_name)
+        _warm_local.kernel = kernel
+    return kernel
+
+
+@register_engine("warm")
+def warm_engine(task: StepTask) -> NotebookOutcome:
+    """Papermill's parameterization and output notebook, on a kernel reused across steps.
+
+    The namespace is reset before each step (`kit.warm.prepare`), modules stay
+    imported: tens of milliseconds a step instead of a kernel start.
+    """
+    import json as _json
+
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    _register_with_papermill()
+    outcome = NotebookOutcome()
+    env = {**task.env, SPOOL_ENV: task.spool, OBJECTS_ENV: task.objects, "KIT_STEP": task.step_id}
+    preamble = f"__import__('kit.warm').warm.prepare({task.workdir!r}, {_json.dumps(env)})"
+    watchdog = Watchdog(task.timeout)
+    try:
+        kernel = _warm_kernel(task.kernel_name)
+        watchdog.km = kernel.km
+        with watchdog:
+            papermill.execute_notebook(
+                task.notebook, task.output_notebook, parameters=task.parameters, engine_name="kit",
+                kernel_name=task.kernel_name, progress_bar=False, log_output=False, km=kernel.km,
+                warm_client=kernel.kc, preamble=preamble, watchdog=watchdog,
+            )
+    except PapermillExecutionError as exc:
+        outcome.error_type = exc.ename
+        outcome.error_message = strip_ansi(str(exc.evalue))
+        outcome.error_cell = exc.cell_index
+        outcome.error_source = exc.source
+        outcome.traceback = strip_ansi("\n".join(exc.traceback))
+    except Exception as exc:  # the kernel died or could not start
+        outcome.error_type = type(exc).__name__
+        outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
+    if watchdog.fired:
+        outcome.error_type = "Timeout"
+        outcome.error_message = f"the step ran past its timeout of {task.timeout:g}s; its kernel was interrupted"
+        kernel = getattr(_warm_local, "kernel", None)
+        if kernel is not None:  # a kernel that was interrupted or killed is not reused
+            kernel.kill()
+            _warm_local.kernel = None
+    if os.path.exists(task.output_notebook):
+        executed = nbformat.read(task.output_notebook, as_version=4)
+        outcome.cells = _cell_timings(executed)
+        if outcome.error_cell is not None:
+            outcome.error_cell = _failing_cell(executed, outcome.error_cell)
+    return outcome
 
 
 def _failing_cell(nb: Any, fallback: int) -> int:

@@ -19,12 +19,20 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
 class LocalExecutor:
+    """Worker threads shared by every run of the process, so warm kernels (one per thread) are reused."""
+
     def __init__(self, workers: int):
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kit-step")
+        workers = max(1, workers)
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"kit-step-{workers}")
+        self.pool = _POOLS[workers]
 
     def submit(self, task: StepTask) -> Future:
         return self.pool.submit(execute_step, task)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Nothing to do: the threads (and their kernels) serve the next run; they end with the process."""

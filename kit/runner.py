@@ -31,6 +31,7 @@ import kit
 from kit import audit, contracts
 from kit.bundle import canonical_json, compute_lock, snapshot
 from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput, PermissionDenied
+from kit.engines import ISOLATION, get_engine
 from kit.executors import Executor, LocalExecutor
 from kit.ledger import Ledger, utcnow
 from kit.manifest import Workflow, load_workflow, parse_wire
@@ -301,6 +302,7 @@ class Coordinator:
             known = ", ".join(workflow.spec.environments)
             raise InvalidInput(f"{workflow.path}: --env {env}: the workflow has no environment {env!r} (its environments: {known})")
         self.check_entitlements(workflow, request.principal)
+        get_engine(request.engine)  # an unknown engine is refused here
         task_environment(workflow, env, request.llm)  # a broken model or environment config is refused here
 
         t0 = time.perf_counter()
@@ -314,7 +316,7 @@ class Coordinator:
             "env": env, "principal": request.principal, "params": redactor.named(params), "status": "running",
             "started_at": utcnow(), "scenario_id": request.scenario_id, "baseline_of": request.baseline_of,
             "git_commit": _git_commit(self.project.root), "manifest": str(workflow.path), "engine": request.engine,
-            "isolation": "fresh kernel per step", "workers": workers, "kit_version": kit.__version__,
+            "isolation": ISOLATION.get(request.engine, request.engine), "workers": workers, "kit_version": kit.__version__,
             "python_version": platform.python_version(), "packages_hash": _packages_hash(), "pid": os.getpid(),
         }
         step_rows = [

@@ -24,6 +24,10 @@ from kit.runner import Coordinator, LLMSettings, RunRequest, resolve_principal
 from kit.scenario import Expectation, Scenario, discover, load_scenario, validate_against
 
 
+#: Scenarios run on warm kernels unless told otherwise ($KIT_ENGINE, --engine papermill).
+DEFAULT_ENGINE = os.environ.get("KIT_ENGINE", "warm")
+
+
 @dataclass
 class ScenarioResult:
     path: Path
@@ -79,10 +83,11 @@ class SuiteResult:
 class ScenarioRunner:
     """Runs scenarios of one project; loads each workflow once."""
 
-    def __init__(self, project: Project, workers: int | None = None):
+    def __init__(self, project: Project, workers: int | None = None, engine: str | None = None):
         self.project = project
         self.coordinator = Coordinator(project)
         self.workers = workers
+        self.engine = engine or DEFAULT_ENGINE
         self._workflows: dict[str, Workflow] = {}
 
     def workflow(self, name: str) -> Workflow:
@@ -123,7 +128,8 @@ class ScenarioRunner:
         try:
             outcome = self.coordinator.run(RunRequest(
                 workflow=workflow, params=dict(scenario.params), principal=resolve_principal(scenario.principal),
-                env=scenario.env, workers=self.workers, scenario_id=scenario.id, baseline_of=baseline_of,
+                env=scenario.env, workers=self.workers, engine=self.engine, scenario_id=scenario.id,
+                baseline_of=baseline_of,
                 llm=self.llm_settings(scenario)))
         except KitError as exc:  # its parameters, environment or principal do not fit the workflow
             result.invalid = f"{scenario.where()}: {exc.message}"
