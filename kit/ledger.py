@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import atexit
 import random
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -82,6 +84,34 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+LEASE = 0.3  # seconds a write connection stays open after its last transaction
+LEASE_MAX = 1.0  # seconds it may stay open in all, however busy the run
+
+
+class _Lease:
+    """The process's write connection to one ledger file, and the file lock that goes with it."""
+
+    def __init__(self) -> None:
+        self.guard = threading.RLock()
+        self.con = None
+        self.lock = None
+        self.timer: threading.Timer | None = None
+        self.leased_at = 0.0
+
+
+_LEASES: dict[str, _Lease] = {}
+_LEASES_GUARD = threading.Lock()
+
+
+def _lease_of(path: Path) -> _Lease:
+    with _LEASES_GUARD:
+        return _LEASES.setdefault(str(path.resolve()), _Lease())
+
+
+@atexit.register
+def _release_leases() -> None:
+    for path in list(_LEASES):
+        Ledger(path).release()
 _JSON_COLUMNS = {"lock", "params", "attributes", "value", "expected", "actual"}
 
 
@@ -111,6 +141,10 @@ class Ledger:
         self.pending_dir = self.path.parent / "pending"
         self.wait = float(os.environ.get("KIT_LEDGER_WAIT", 15.0)) if wait is None else wait
         self._journaling = False  # after one busy wait, don't wait long again until a write goes through
+        # A write connection is kept for LEASE seconds after a transaction, so a run's many
+        # short transactions share it; then it is closed and the file lock let go. It is
+        # shared by every Ledger of this file in the process (DuckDB allows one configuration).
+        self._lease = _lease_of(self.path)
 
     # ---- connections -------------------------------------------------------
 
@@ -123,43 +157,74 @@ class Ledger:
             try:
                 if read_only:
                     return duckdb.connect(str(self.path), read_only=True, config={"enable_external_access": False})
-                return duckdb.connect(str(self.path))
+                con = duckdb.connect(str(self.path), config={"checkpoint_threshold": "1MB"})
+                # Closing would checkpoint after every short transaction; let the WAL (durable
+                # all the same) grow to the threshold instead: writes cost half as much.
+                con.execute("PRAGMA disable_checkpoint_on_shutdown")
+                return con
             except duckdb.Error as exc:
                 if not _is_lock_error(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.25)
 
-    @contextmanager
-    def _file_lock(self, wait: float) -> Iterator[None]:
+    def _open_lease(self, wait: float):
+        """The write connection: the lease's, or a new one behind the cross-process file lock."""
+        import duckdb
         from filelock import FileLock, Timeout
 
+        if self._lease.con is not None:
+            return self._lease.con
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.lock_path))
+        lock = FileLock(str(self.lock_path), thread_local=False)
         try:
             lock.acquire(timeout=wait)
         except Timeout:
             raise _Busy() from None
         try:
-            yield
-        finally:
+            con = self._connect(read_only=False, wait=wait)
+            self._migrate(con)
+        except BaseException as exc:
             lock.release()
+            if isinstance(exc, duckdb.Error) and _is_lock_error(exc):
+                raise _Busy() from None
+            raise
+        self._lease.con, self._lease.lock = con, lock
+        self._lease.leased_at = time.monotonic()
+        return con
+
+    def release(self) -> None:
+        """Close the leased connection and let other processes in."""
+        with self._lease.guard:
+            if self._lease.timer is not None:
+                self._lease.timer.cancel()
+                self._lease.timer = None
+            if self._lease.con is not None:
+                try:
+                    self._lease.con.close()
+                finally:
+                    self._lease.con = None
+                    self._lease.lock.release()
+                    self._lease.lock = None
+
+    def _renew(self) -> None:
+        """Keep the connection a little longer; but never past LEASE_MAX, so readers get their turn."""
+        if time.monotonic() - self._lease.leased_at > LEASE_MAX:
+            self.release()
+            return
+        if self._lease.timer is not None:
+            self._lease.timer.cancel()
+        self._lease.timer = threading.Timer(LEASE, self.release)
+        self._lease.timer.daemon = True
+        self._lease.timer.start()
 
     @contextmanager
     def transaction(self, wait: float | None = None) -> Iterator[Any]:
-        """A write transaction; migrates the schema and applies journaled batches first."""
-        import duckdb
-
+        """A write transaction; applies journaled batches first."""
         wait = self.wait if wait is None else wait
-        with self._file_lock(wait):
+        with self._lease.guard:
+            con = self._open_lease(wait)
             try:
-                con = self._connect(read_only=False, wait=wait)
-            except duckdb.Error as exc:
-                if _is_lock_error(exc):
-                    raise _Busy() from None
-                raise
-            try:
-                self._migrate(con)
                 drained = self._drain_pending(con)
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -168,10 +233,12 @@ class Ledger:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
-            finally:
-                con.close()
+            except BaseException:
+                self.release()
+                raise
             for path in drained:
                 path.unlink(missing_ok=True)
+            self._renew()
 
     def _migrate(self, con) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
@@ -251,18 +318,25 @@ class Ledger:
     def query(self, sql: str, params: list | None = None, wait: float | None = None) -> tuple[list[str], list[tuple]]:
         """Run a read-only query; returns column names and rows."""
         self.ensure()
+        with self._lease.guard:
+            if self._lease.con is not None:  # this process holds the lease: read through it
+                return self._fetch(self._lease.con, sql, params)
         con = self._connect(read_only=True, wait=self.wait if wait is None else wait)
         try:
-            cursor = con.execute(sql, params or [])
-            description = cursor.description or []
-            rows = cursor.fetchall()
-            json_columns = [i for i, d in enumerate(description) if str(d[1]) == "JSON"]
-            if json_columns:  # JSON columns come back as text: give callers the values
-                rows = [tuple(json.loads(v) if i in json_columns and isinstance(v, str) else v
-                              for i, v in enumerate(row)) for row in rows]
-            return [d[0] for d in description], rows
+            return self._fetch(con, sql, params)
         finally:
             con.close()
+
+    @staticmethod
+    def _fetch(con, sql: str, params: list | None) -> tuple[list[str], list[tuple]]:
+        cursor = con.execute(sql, params or [])
+        description = cursor.description or []
+        rows = cursor.fetchall()
+        json_columns = [i for i, d in enumerate(description) if str(d[1]) == "JSON"]
+        if json_columns:  # JSON columns come back as text: give callers the values
+            rows = [tuple(json.loads(v) if i in json_columns and isinstance(v, str) else v
+                          for i, v in enumerate(row)) for row in rows]
+        return [d[0] for d in description], rows
 
     def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
         columns, rows = self.query(sql, params)

@@ -26,10 +26,12 @@ def prepare(workdir: str, env: dict[str, str]) -> None:
     for name in list(ip.user_ns):
         if name not in _baseline:
             del ip.user_ns[name]
-    try:
-        ip.displayhook.flush()  # _, __, Out[...]
-    except Exception:  # noqa: BLE001 - an embedded shell without a full cache
-        pass
+    output_cache = ip.user_ns.get("_oh")  # Out[...]; displayhook.flush() would also gc.collect (slow)
+    if isinstance(output_cache, dict):
+        output_cache.clear()
+    for name in ("_", "__", "___"):
+        setattr(ip.displayhook, name, "")
+        ip.user_ns[name] = ""
     ip.execution_count = 1
     for key in _env_keys - set(env):
         os.environ.pop(key, None)
