@@ -434,7 +434,7 @@ class Coordinator:
     # ---- the loop ----------------------------------------------------------
 
     def _execute(self, state: _RunState) -> RunOutcome:
-        workflow, run_id = state.workflow, state.run_id
+        workflow = state.workflow
         failures: list[StepResult] = []
         waiting: list[str] = []
         progress = Progress(len(workflow.order))

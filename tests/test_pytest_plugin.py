@@ -7,7 +7,6 @@ through its `pytest11` entry point exactly as in a user's project.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import kit.scenario  # noqa: F401  (imported here, not first inside an in-process pytest run, which unloads it after)
-from conftest import EXAMPLE, copy_example
+from conftest import copy_example
 
 pytest_plugins = ["pytester"]
 

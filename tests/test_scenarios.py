@@ -7,7 +7,6 @@ scenario files they need.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import EXAMPLE, REPO, Project, copy_example
+from conftest import REPO, Project, copy_example
 from kit.scenario import discover, load_scenario
 
 SCENARIOS = REPO / "scenarios" / "casework"
@@ -24,7 +23,6 @@ ALL_COMPARATORS = {"equals", "approx", "contains", "matches", "one_of", "schema"
 
 def _copy_example(root: Path) -> Project:
     project = Project(root)
-    ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
     copy_example(root, scenarios=True)
     return project
 
