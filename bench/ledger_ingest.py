@@ -55,10 +55,13 @@ for start in range(0, TOTAL, BATCH):
     ledger.write(("insert", "spans", rows))
     bulk_seconds += time.perf_counter() - t
 bulk_rate = TOTAL / bulk_seconds
+ledger.release()  # close the write connection this process keeps leased for a moment
 size_mb = sum(p.stat().st_size for p in ledger.path.parent.glob("ledger.duckdb*")) / 1e6
 
 # Row by row: one single-row executemany (its own autocommit transaction) per span.
-Ledger(tmp / "rows" / "ledger.duckdb").write()
+rows_ledger = Ledger(tmp / "rows" / "ledger.duckdb")
+rows_ledger.write()
+rows_ledger.release()
 con = duckdb.connect(str(tmp / "rows" / "ledger.duckdb"))
 rows = span_rows(0, ROW_BY_ROW)
 columns = list(rows[0])
