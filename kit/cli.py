@@ -275,6 +275,27 @@ def approve(ctx: Context, run_ref: str, step: str, as_: str | None, reject: bool
     click.echo(f"  continue: kit resume {run_id}")
 
 
+@cli.command()
+@click.option("--older-than", default=None, metavar="DURATION",
+              help="Delete runs older than this (e.g. 30d), instead of each workflow's policy.retention.runs.")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted, delete nothing.")
+@click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who collects (recorded in the audit trail).")
+@pass_context
+@handle_errors
+def gc(ctx: Context, older_than: str | None, dry_run: bool, as_: str | None) -> None:
+    """Delete runs past their retention (never one a scenario names) and reclaim their space."""
+    from kit.gc import collect
+    from kit.runner import resolve_principal
+
+    result = collect(ctx.project, resolve_principal(as_), older_than=older_than, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {len(result.runs)} run(s)" + (f": {', '.join(result.runs)}" if result.runs else ""))
+    if result.kept_for_scenarios:
+        click.echo(f"kept {len(result.kept_for_scenarios)} run(s) that scenarios name: {', '.join(result.kept_for_scenarios)}")
+    if not dry_run and result.runs:
+        click.echo(f"removed {result.objects} object(s), {result.bytes_freed / 1e6:.1f} MB")
+
+
 @cli.group()
 def audit() -> None:
     """The hash-chained audit trail."""

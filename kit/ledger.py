@@ -240,6 +240,12 @@ class Ledger:
                 path.unlink(missing_ok=True)
             self._renew()
 
+    def checkpoint(self) -> None:
+        """Write the WAL into the file and give freed pages back (after deletions)."""
+        with self._lease.guard:
+            self._open_lease(self.wait).execute("CHECKPOINT")
+            self._renew()
+
     def _migrate(self, con) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
         current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]

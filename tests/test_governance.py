@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 
 import duckdb
 import pytest
@@ -204,3 +205,34 @@ def test_audit_verify_names_a_removed_entry(chain):
         con.execute("DELETE FROM audit WHERE seq = 3")
     broken = chain.kit("audit", "verify")
     assert broken.returncode == 1 and "audit entry 3 is missing" in broken.stderr
+
+
+def test_gc_deletes_old_runs_keeps_what_scenarios_name_and_audits_it(chain):
+    first = chain.kit("run", "wf").stdout.split()[1]
+    second = chain.kit("run", "wf", "-p", "x=8").stdout.split()[1]
+    (chain.root / "scenarios").mkdir()
+    (chain.root / "scenarios" / "kept.yaml").write_text(
+        f"scenario: kept\nworkflow: wf\nsource: {{run: {first}}}\nexpect:\n  a.n: {{equals: 4}}\n")
+    table = chain.sql(f"select artifact from outputs where run_id = '{second}' and name = 'rows'")[0]["artifact"]
+    digest = table.split(":")[-1]
+    assert (chain.root / ".kit" / "objects" / digest[:2] / digest[2:]).is_file()
+
+    time.sleep(1.1)  # both runs are now older than the retention given below
+    dry = chain.kit("gc", "--older-than", "1s", "--dry-run")
+    assert dry.returncode == 0 and f"would delete 1 run(s): {second}" in dry.stdout
+    assert chain.sql("select count(*) as n from runs")[0]["n"] == 2
+
+    done = chain.kit("gc", "--older-than", "1s", "--as", "alice")
+    assert done.returncode == 0 and f"kept 1 run(s) that scenarios name: {first}" in done.stdout
+    assert [r["run_id"] for r in chain.sql("select run_id from runs")] == [first]
+    for table_name in ("steps", "spans", "outputs"):
+        assert chain.sql(f"select count(*) as n from {table_name} where run_id = '{second}'")[0]["n"] == 0
+    assert not (chain.root / ".kit" / "runs" / second).exists()
+    assert not (chain.root / ".kit" / "objects" / digest[:2] / digest[2:]).exists()  # only the deleted run had it
+    deleted = chain.sql("select actor, subject from audit where action = 'run.deleted'")
+    assert deleted == [{"actor": "alice", "subject": second}]
+    assert chain.kit("audit", "verify").returncode == 0
+    # what the kept run refers to is still there
+    kept_table = chain.sql(f"select artifact from outputs where run_id = '{first}' and name = 'rows'")[0]["artifact"]
+    kept = kept_table.split(":")[-1]
+    assert (chain.root / ".kit" / "objects" / kept[:2] / kept[2:]).is_file()
