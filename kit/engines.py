@@ -219,18 +219,15 @@ class Watchdog:
                 return
 
 
-@register_engine("papermill")
-def papermill_engine(task: StepTask) -> NotebookOutcome:
-    """A fresh kernel per step through papermill: exact Jupyter semantics."""
+def _outcome(task: StepTask, watchdog: Watchdog, execute: Callable[[], None]) -> NotebookOutcome:
+    """Run `execute` under the watchdog and say what happened: the error, its cell, the timings."""
     import nbformat
     from papermill.exceptions import PapermillExecutionError
 
-    _register_with_papermill()
-    ipc_dir = tempfile.mkdtemp(prefix="kit-k-")
     outcome = NotebookOutcome()
     try:
-        with Watchdog(task.timeout) as watchdog:
-            _execute_with_retried_start(task, ipc_dir, watchdog)
+        with watchdog:
+            execute()
     except PapermillExecutionError as exc:
         outcome.error_type = exc.ename
         outcome.error_message = strip_ansi(str(exc.evalue))
@@ -240,8 +237,6 @@ def papermill_engine(task: StepTask) -> NotebookOutcome:
     except Exception as exc:  # the kernel died, could not start, or the notebook could not be written
         outcome.error_type = type(exc).__name__
         outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
-    finally:
-        shutil.rmtree(ipc_dir, ignore_errors=True)
     if watchdog.fired:
         outcome.error_type = "Timeout"
         outcome.error_message = f"the step ran past its timeout of {task.timeout:g}s; its kernel was interrupted"
@@ -251,6 +246,18 @@ def papermill_engine(task: StepTask) -> NotebookOutcome:
         if outcome.error_cell is not None:  # papermill puts an error banner on top: index the saved file
             outcome.error_cell = _failing_cell(executed, outcome.error_cell)
     return outcome
+
+
+@register_engine("papermill")
+def papermill_engine(task: StepTask) -> NotebookOutcome:
+    """A fresh kernel per step through papermill: exact Jupyter semantics."""
+    _register_with_papermill()
+    ipc_dir = tempfile.mkdtemp(prefix="kit-k-")
+    watchdog = Watchdog(task.timeout)
+    try:
+        return _outcome(task, watchdog, lambda: _execute_with_retried_start(task, ipc_dir, watchdog))
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
 def _execute_with_retried_start(task: StepTask, ipc_dir: str, watchdog: Watchdog) -> None:
@@ -354,45 +361,27 @@ def warm_engine(task: StepTask) -> NotebookOutcome:
     """
     import json as _json
 
-    import nbformat
     import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     _register_with_papermill()
-    outcome = NotebookOutcome()
     env = {**task.env, SPOOL_ENV: task.spool, OBJECTS_ENV: task.objects, "KIT_STEP": task.step_id}
     preamble = f"__import__('kit.warm').warm.prepare({task.workdir!r}, {_json.dumps(env)})"
     watchdog = Watchdog(task.timeout)
-    try:
+
+    def execute() -> None:
         kernel = _warm_kernel(task.kernel_name)
         watchdog.km = kernel.km
-        with watchdog:
-            papermill.execute_notebook(
-                task.notebook, task.output_notebook, parameters=task.parameters, engine_name="kit",
-                kernel_name=task.kernel_name, progress_bar=False, log_output=False, km=kernel.km,
-                warm_client=kernel.kc, preamble=preamble, watchdog=watchdog,
-            )
-    except PapermillExecutionError as exc:
-        outcome.error_type = exc.ename
-        outcome.error_message = strip_ansi(str(exc.evalue))
-        outcome.error_cell = exc.cell_index
-        outcome.error_source = exc.source
-        outcome.traceback = strip_ansi("\n".join(exc.traceback))
-    except Exception as exc:  # the kernel died or could not start
-        outcome.error_type = type(exc).__name__
-        outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
-    if watchdog.fired:
-        outcome.error_type = "Timeout"
-        outcome.error_message = f"the step ran past its timeout of {task.timeout:g}s; its kernel was interrupted"
-        kernel = getattr(_warm_local, "kernel", None)
-        if kernel is not None:  # a kernel that was interrupted or killed is not reused
-            kernel.kill()
-            _warm_local.kernel = None
-    if os.path.exists(task.output_notebook):
-        executed = nbformat.read(task.output_notebook, as_version=4)
-        outcome.cells = _cell_timings(executed)
-        if outcome.error_cell is not None:
-            outcome.error_cell = _failing_cell(executed, outcome.error_cell)
+        papermill.execute_notebook(
+            task.notebook, task.output_notebook, parameters=task.parameters, engine_name="kit",
+            kernel_name=task.kernel_name, progress_bar=False, log_output=False, km=kernel.km,
+            warm_client=kernel.kc, preamble=preamble, watchdog=watchdog,
+        )
+
+    outcome = _outcome(task, watchdog, execute)
+    kernel = getattr(_warm_local, "kernel", None)
+    if watchdog.fired and kernel is not None:  # a kernel that was interrupted or killed is not reused
+        kernel.kill()
+        _warm_local.kernel = None
     return outcome
 
 
