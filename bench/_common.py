@@ -103,8 +103,9 @@ def median(xs: list[float]) -> float:
 
 
 def table(rows: list[tuple], header: tuple) -> None:
-    cells = [tuple(str(c) for c in header)] + [tuple(f"{c:.2f}" if isinstance(c, float) else str(c) for c in r)
-                                              for r in rows]
+    cells = [tuple(str(c) for c in header)] + [
+        tuple(f"{c:.2f}" if isinstance(c, float) else str(c) for c in r) for r in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for j, r in enumerate(cells):
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

@@ -23,9 +23,14 @@ for _ in range(N):
 loop = papermill_loop(root, jobs, "default")
 
 print(f"5-step chain, whole process (seconds); cached re-run N={N}\n")
-table([("kit run (first, fills cache)", first, first, first),
-       ("kit run (all cached)", median(reruns), min(reruns), max(reruns)),
-       ("papermill loop (default shutdown)", loop, loop, loop)], ("", "median", "min", "max"))
+table(
+    [
+        ("kit run (first, fills cache)", first, first, first),
+        ("kit run (all cached)", median(reruns), min(reruns), max(reruns)),
+        ("papermill loop (default shutdown)", loop, loop, loop),
+    ],
+    ("", "median", "min", "max"),
+)
 print(f"\ncached re-run median: {median(reruns):.2f} s   (target < 1.5 s)")
 print(f"ratio papermill loop / kit cached re-run: {loop / median(reruns):.1f}x")
 shutil.rmtree(root, ignore_errors=True)

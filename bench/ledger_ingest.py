@@ -17,14 +17,13 @@ from pathlib import Path
 
 import duckdb
 
-from kit.ledger import Ledger
+from kit.ledger.database import Database
 
 TOTAL = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-BATCH = 100_000            # rows per ledger.write (one transaction each)
+BATCH = 100_000  # rows per ledger.write (one transaction each)
 STEPS, PER_STEP = 10, 100  # so TOTAL / 1000 runs of 10 steps with 100 cell spans each
 ROW_BY_ROW = 5_000
-QUERY = ("select count(*), avg(epoch(ended_at) - epoch(started_at)) from spans "
-         "where run_id = ? and step_id = ?")
+QUERY = "select count(*), avg(epoch(ended_at) - epoch(started_at)) from spans where run_id = ? and step_id = ?"
 
 
 def span_rows(start: int, count: int) -> list[dict]:
@@ -33,20 +32,27 @@ def span_rows(start: int, count: int) -> list[dict]:
     for n in range(start, start + count):
         run, step, cell = n // (STEPS * PER_STEP), n // PER_STEP % STEPS, n % PER_STEP
         ms = random.randint(0, 999)
-        rows.append({
-            "run_id": f"20261121-{run:06d}-000-abcd", "span_id": f"{n:016x}", "parent_id": f"p{run:07d}{step:08d}",
-            "step_id": f"s{step}", "name": f"cell {cell}", "kind": "cell",
-            "started_at": f"2026-11-21 12:{cell % 60:02d}:00.{ms:03d}000",
-            "ended_at": f"2026-11-21 12:{cell % 60:02d}:01.{ms:03d}000",
-            "status": "ok", "attributes": {"cell": cell, "duration_ms": 1000.0 + ms},
-        })
+        rows.append(
+            {
+                "run_id": f"20261121-{run:06d}-000-abcd",
+                "span_id": f"{n:016x}",
+                "parent_id": f"p{run:07d}{step:08d}",
+                "step_id": f"s{step}",
+                "name": f"cell {cell}",
+                "kind": "cell",
+                "started_at": f"2026-11-21 12:{cell % 60:02d}:00.{ms:03d}000",
+                "ended_at": f"2026-11-21 12:{cell % 60:02d}:01.{ms:03d}000",
+                "status": "ok",
+                "attributes": {"cell": cell, "duration_ms": 1000.0 + ms},
+            }
+        )
     return rows
 
 
 tmp = Path(tempfile.mkdtemp(prefix="kit-bench-ledger-"))
 
 # Bulk: ledger.write(("insert", "spans", rows)) in batches (the Arrow path, >= 500 rows).
-ledger = Ledger(tmp / "bulk" / "ledger.duckdb")
+ledger = Database(tmp / "bulk" / "ledger.duckdb")
 ledger.write()  # create the file and schema outside the timing
 bulk_seconds = 0.0
 for start in range(0, TOTAL, BATCH):
@@ -59,7 +65,7 @@ ledger.release()  # close the write connection this process keeps leased for a m
 size_mb = sum(p.stat().st_size for p in ledger.path.parent.glob("ledger.duckdb*")) / 1e6
 
 # Row by row: one single-row executemany (its own autocommit transaction) per span.
-rows_ledger = Ledger(tmp / "rows" / "ledger.duckdb")
+rows_ledger = Database(tmp / "rows" / "ledger.duckdb")
 rows_ledger.write()
 rows_ledger.release()
 con = duckdb.connect(str(tmp / "rows" / "ledger.duckdb"))
@@ -76,7 +82,7 @@ con.close()
 con = duckdb.connect(str(ledger.path), read_only=True)
 runs = TOTAL // (STEPS * PER_STEP)
 latencies = []
-for i in range(20):
+for _ in range(20):
     args = [f"20261121-{random.randrange(runs):06d}-000-abcd", f"s{random.randrange(STEPS)}"]
     t = time.perf_counter()
     count, _ = con.execute(QUERY, args).fetchone()

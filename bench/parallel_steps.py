@@ -17,8 +17,9 @@ root = new_project("parallel")
 lines = ["workflow: parallel", "version: 1.0.0", "params:", "  x: {type: integer, default: 1}", "steps:"]
 jobs = []
 for i in range(1, STEPS + 1):
-    nb = write_notebook(root / "wf" / f"p{i}.ipynb", "x: int = 0",
-                        'import time, kit\ntime.sleep(1)\nkit.output("y", x + 1)')
+    nb = write_notebook(
+        root / "wf" / f"p{i}.ipynb", "x: int = 0", 'import time, kit\ntime.sleep(1)\nkit.output("y", x + 1)'
+    )
     lines += [f"  p{i}:", f"    notebook: p{i}.ipynb", "    inputs: {x: params.x}", "    outputs: {y: integer}"]
     jobs.append((str(nb), str(root / f"pm-p{i}.ipynb"), {"x": 1}))
 (root / "wf" / "workflow.yaml").write_text("\n".join(lines) + "\n")

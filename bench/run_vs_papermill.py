@@ -15,9 +15,13 @@ root, jobs = chain_project(5)
 kit_run(root, "--fresh")  # warm-up (file cache, .pyc); not counted
 papermill_loop(root, jobs, "immediate")
 
-times = {"kit run --fresh": [], "kit run --fresh --engine warm": [],
-         "papermill loop (default shutdown)": [], "papermill loop (immediate shutdown)": []}
-for i in range(N):  # interleaved, so drift in machine load hits every side alike
+times = {
+    "kit run --fresh": [],
+    "kit run --fresh --engine warm": [],
+    "papermill loop (default shutdown)": [],
+    "papermill loop (immediate shutdown)": [],
+}
+for _ in range(N):  # interleaved, so drift in machine load hits every side alike
     times["kit run --fresh"].append(kit_run(root, "--fresh"))
     times["kit run --fresh --engine warm"].append(kit_run(root, "--fresh", "--engine", "warm"))
     times["papermill loop (default shutdown)"].append(papermill_loop(root, jobs, "default"))

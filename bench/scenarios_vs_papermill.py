@@ -19,7 +19,8 @@ pm_jobs = []
 for k in range(S):
     x = 100 + k
     (scenarios / f"s{k:03d}.yaml").write_text(
-        f"scenario: chain/s{k:03d}\nworkflow: chain\nparams: {{x: {x}}}\nexpect:\n  s5.y: {{equals: {x + 5}}}\n")
+        f"scenario: chain/s{k:03d}\nworkflow: chain\nparams: {{x: {x}}}\nexpect:\n  s5.y: {{equals: {x + 5}}}\n"
+    )
     pm_jobs += [(nb, out.replace(".ipynb", f"-{k}.ipynb"), {"x": x + i}) for i, (nb, out, _) in enumerate(jobs)]
 
 warm = timed([sys.executable, "-m", "kit.cli", "test", "--engine", "warm", "--workers", "1"], root)
@@ -28,8 +29,14 @@ fresh = timed([sys.executable, "-m", "kit.cli", "test", "--engine", "papermill",
 loop = papermill_loop(root, pm_jobs, "immediate")
 
 print(f"{S} scenarios x a 5-step chain ({5 * S} notebook executions), whole process, one worker (seconds)\n")
-table([("kit test --engine warm", warm), ("kit test --engine papermill", fresh),
-       ("papermill loop (immediate shutdown)", loop)], ("", "seconds"))
+table(
+    [
+        ("kit test --engine warm", warm),
+        ("kit test --engine papermill", fresh),
+        ("papermill loop (immediate shutdown)", loop),
+    ],
+    ("", "seconds"),
+)
 print(f"\nratio papermill loop / kit test warm:  {loop / warm:.1f}x   (target >= 30x)")
 print(f"ratio papermill loop / kit test fresh: {loop / fresh:.1f}x")
 shutil.rmtree(root, ignore_errors=True)

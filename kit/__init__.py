@@ -1,13 +1,13 @@
 """kit: notebooks as typed, governed, replayable workflow steps.
 
 In a step notebook, ``import kit`` gives the notebook API: ``kit.output``,
-``kit.load``, ``kit.span`` and ``kit.secret``. Importing kit stays cheap because it
-happens in every kernel.
+``kit.load``, ``kit.span``, ``kit.secret`` and ``kit.llm``. Importing kit stays cheap
+because it happens in every kernel.
 """
 
-from kit.api import load, output, outputs, secret, span
+from kit.kernel.api import load, output, outputs, secret, span
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["llm", "load", "output", "outputs", "secret", "span", "__version__"]
 
@@ -17,5 +17,5 @@ def __getattr__(name: str):
     if name == "llm":
         import importlib
 
-        return importlib.import_module("kit.llm")
+        return importlib.import_module("kit.kernel.llm")
     raise AttributeError(f"module 'kit' has no attribute {name!r}")

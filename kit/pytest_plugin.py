@@ -3,7 +3,7 @@
 Registered through the ``pytest11`` entry point, so ``pytest scenarios/`` collects
 every scenario file (a ``.yaml``/``.yml`` file with a top-level ``scenario:`` key)
 as one test item. Running the item runs the scenario's workflow through
-:class:`kit.testing.ScenarioRunner`, exactly as ``kit test`` does, comparisons
+:class:`kit.verification.suite.ScenarioRunner`, exactly as ``kit test`` does, comparisons
 recorded in the project's ledger included. A failing item's report lists each
 failing expectation with expected, actual and the comparator's explanation; an
 invalid scenario fails with the loader's message (file, line, key) and no
@@ -11,7 +11,7 @@ traceback. A scenario's ``tags`` become markers: ``pytest -m pricing``.
 
 The plugin also provides the ``kit_nb_regression`` fixture: a pytest-notebook
 ``NBRegressionFixture`` with kit's defaults for the diff noise papermill and
-widgets add (see :mod:`kit.nbregression`).
+widgets add (see :mod:`kit.verification.nbregression`).
 
 pytest loads this module in every run, this repository's own included, so it
 imports nothing heavy at module level: kit's scenario machinery is imported
@@ -42,10 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RUNNERS] = {}
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> "ScenarioFile | None":
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
     if file_path.suffix.lower() not in _SUFFIXES:
         return None
-    from kit.scenario import is_scenario_file
+    from kit.spec.scenario import is_scenario_file
 
     if not is_scenario_file(file_path):
         return None
@@ -69,7 +69,7 @@ class ScenarioFile(pytest.File):
 
     def collect(self):
         from kit.errors import KitError
-        from kit.scenario import load_scenario
+        from kit.verification.scenarios import load_scenario
 
         try:
             scenario = load_scenario(self.path)
@@ -100,7 +100,7 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kwargs)
         self.scenario_id = scenario_id
         self.invalid = invalid
-        self.result = None  # the kit.testing.ScenarioResult, once run
+        self.result = None  # the kit.verification.suite.ScenarioResult, once run
 
     def runtest(self) -> None:
         if self.invalid is not None:
@@ -133,7 +133,7 @@ class ScenarioItem(pytest.Item):
 
 
 def _failure_text(result: Any) -> str:
-    from kit.testing import explain
+    from kit.verification.suite import explain
 
     failures = result.failures()
     lines = [
@@ -147,26 +147,26 @@ def _failure_text(result: Any) -> str:
 
 def _runner_for(config: pytest.Config, path: Path):
     """One ScenarioRunner per project per session: the project is the one holding the file."""
-    from kit.project import Project, find_root
-    from kit.testing import ScenarioRunner
+    from kit.spec.project import Project, find_root
+    from kit.verification.suite import ScenarioRunner
 
     root = find_root(Path(path).parent)
     runners = config.stash.setdefault(_RUNNERS, {})
     if root not in runners:
-        runners[root] = ScenarioRunner(Project.discover(root))
+        runners[root] = ScenarioRunner(Project.discover(root), command="pytest")
     return runners[root]
 
 
 @pytest.fixture
 def kit_nb_regression(request: pytest.FixtureRequest):
-    """A pytest-notebook NBRegressionFixture with kit's diff defaults (kit.nbregression).
+    """A pytest-notebook NBRegressionFixture with kit's diff defaults (kit.verification.nbregression).
 
     ``kit_nb_regression.check(path)`` executes the notebook (working directory: its
     folder) and diffs it against its stored outputs. Of pytest-notebook's options,
     ``--nb-force-regen`` (rewrite the stored outputs instead of failing) and
     ``--nb-exec-timeout`` apply.
     """
-    from kit.nbregression import regression_fixture
+    from kit.verification.nbregression import regression_fixture
 
     overrides: dict[str, Any] = {}
     if request.config.getoption("nb_force_regen", default=None):

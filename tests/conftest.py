@@ -69,8 +69,12 @@ class Project:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("KIT_HOME", None)
         return subprocess.run(
-            [sys.executable, "-m", "kit.cli", *args], cwd=self.root, capture_output=True, text=True,
-            env=full_env, timeout=600,
+            [sys.executable, "-m", "kit.cli", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=600,
         )
 
     def cli(self, *args: str):
@@ -85,9 +89,9 @@ class Project:
         return json.loads(result.stdout)
 
     def ledger(self):
-        from kit.ledger import Ledger
+        from kit.ledger.database import Database
 
-        return Ledger(self.root / ".kit" / "ledger.duckdb")
+        return Database(self.root / ".kit" / "ledger.duckdb")
 
     def run_count(self) -> int:
         ledger_path = self.root / ".kit" / "ledger.duckdb"

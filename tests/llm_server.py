@@ -69,14 +69,19 @@ class LLMServer:
                     status, payload, headers, delay = 200, default_reply(body or {}, n), {}, 0.0
                 else:
                     status, payload, headers, delay = (
-                        scripted["status"], scripted["body"], scripted["headers"], scripted["delay"],
+                        scripted["status"],
+                        scripted["body"],
+                        scripted["headers"],
+                        scripted["delay"],
                     )
                     if payload is None:
                         payload = default_reply(body or {}, n)
                 if delay:
                     time.sleep(delay)
-                data = payload if isinstance(payload, bytes) else (
-                    payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                data = (
+                    payload
+                    if isinstance(payload, bytes)
+                    else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
                 )
                 try:
                     self.send_response(status)
@@ -102,7 +107,7 @@ class LLMServer:
         with self._lock:
             self._queue.append({"status": status, "body": body, "headers": dict(headers or {}), "delay": delay})
 
-    def start(self) -> "LLMServer":
+    def start(self) -> LLMServer:
         self._thread.start()
         return self
 

@@ -8,27 +8,42 @@ import pytest
 
 BAD_MANIFESTS = {
     "malformed YAML": ("workflow: demo\nversion: 1\nsteps:\n  a: {notebook: a.ipynb\n", "flow mapping at line 4"),
-    "unknown key": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    retry: 3\n", "steps.a.retry: unknown key"),
+    "unknown key": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    retry: 3\n",
+        "steps.a.retry: unknown key",
+    ),
     "unknown top-level key": ("workflow: demo\nversion: 1\nstep: {}\nsteps: {}\n", "step: unknown key"),
     "cycle": (
         "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: b.n}\n    outputs: {n: integer}\n"
         "  b:\n    notebook: a.ipynb\n    inputs: {n: a.n}\n    outputs: {n: integer}\n",
         "cycle",
     ),
-    "unknown step": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: zz.n}\n", "no step 'zz'"),
+    "unknown step": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: zz.n}\n",
+        "no step 'zz'",
+    ),
     "unknown output": (
         "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: integer}\n"
         "  b:\n    notebook: a.ipynb\n    inputs: {n: a.nope}\n",
         "declares no output 'nope'",
     ),
     "missing notebook": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: missing.ipynb\n", "no such notebook"),
-    "no parameters cell": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: plain.ipynb\n", "no cell tagged 'parameters'"),
+    "no parameters cell": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: plain.ipynb\n",
+        "no cell tagged 'parameters'",
+    ),
     "input without parameter": (
         "workflow: demo\nversion: 1\nparams: {y: {type: integer}}\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {y: params.y}\n",
         "has no parameter 'y'",
     ),
-    "bad output type": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: tabel}\n", "unknown type 'tabel'"),
-    "bad wiring": ("workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: 5}\n", "expected params.NAME or STEP.OUTPUT"),
+    "bad output type": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: tabel}\n",
+        "unknown type 'tabel'",
+    ),
+    "bad wiring": (
+        "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    inputs: {n: 5}\n",
+        "expected params.NAME or STEP.OUTPUT",
+    ),
     "type mismatch in wiring": (
         "workflow: demo\nversion: 1\nsteps:\n  a:\n    notebook: a.ipynb\n    outputs: {n: object}\n"
         "  b:\n    notebook: a.ipynb\n    inputs: {n: a.n}\n",

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kit import comparators as C
-from kit.comparators import CompareContext, Comparator, Outcome, evaluate, get_comparator, run_comparator
 from kit.errors import InvalidInput
-from kit.scenario import Expectation, extract, PathNotFound
+from kit.spec.scenario import Expectation, PathNotFound, extract
+from kit.verification import comparators as C
+from kit.verification.comparators import Comparator, CompareContext, Outcome, evaluate, get_comparator, run_comparator
 
 PLUGIN_DIR = Path(__file__).parent / "plugins" / "kit_test_comparator"
 
@@ -61,7 +61,7 @@ def test_equals_distinguishes_booleans_from_numbers_and_reports_missing_keys():
     assert check({"equals": 1}, True).verdict == "fail"
     assert check({"equals": 1}, 1.0).verdict == "pass"
     out = check({"equals": {"a": 1, "b": 2}}, {"a": 1})
-    assert out.verdict == "fail" and "missing key \"b\"" in out.detail
+    assert out.verdict == "fail" and 'missing key "b"' in out.detail
     out = check({"equals": [1, 2]}, [1, 2, 3])
     assert "expected 2 items, got 3" in out.detail
 
@@ -338,7 +338,7 @@ def test_a_comparator_that_raises_yields_error():
 
 
 def expectation(key: str, spec: dict) -> Expectation:
-    from kit.scenario import parse_key
+    from kit.spec.scenario import parse_key
 
     step, output, path = parse_key(key)
     name, _ = C.resolve_spec(spec)
@@ -360,7 +360,9 @@ def test_evaluate_missing_output_and_missing_path_fail_clearly():
     assert out.verdict == "fail" and out.detail == "output recommend.decision was not produced"
     out = evaluate(expectation("recommend.decision.action", {"equals": 1}), {"recommend.decision": {"a": 1}}, ctx)
     assert out.verdict == "fail" and "recommend.decision has no key 'action'" in out.detail
-    out = evaluate(expectation("recommend.decision.items.3", {"equals": 1}), {"recommend.decision": {"items": [1]}}, ctx)
+    out = evaluate(
+        expectation("recommend.decision.items.3", {"equals": 1}), {"recommend.decision": {"items": [1]}}, ctx
+    )
     assert out.verdict == "fail" and "recommend.decision.items has 1 items; there is no index 3" in out.detail
 
 
@@ -401,7 +403,7 @@ def _expose_plugin(tmp_path: Path, monkeypatch) -> None:
     dist = tmp_path / "kit_test_comparator-0.1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kit-test-comparator\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text('[kit.comparators]\neven = kit_test_comparator:EvenComparator\n')
+    (dist / "entry_points.txt").write_text("[kit.comparators]\neven = kit_test_comparator:EvenComparator\n")
     monkeypatch.syspath_prepend(str(PLUGIN_DIR))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "kit_test_comparator", raising=False)
@@ -423,7 +425,7 @@ def test_plugin_is_discovered_through_entry_points(tmp_path, monkeypatch):
 
 
 def test_plugin_used_from_a_scenario_file(tmp_path, monkeypatch):
-    from kit.scenario import load_scenario
+    from kit.verification.scenarios import compare_context, load_scenario
 
     site = tmp_path / "site"
     site.mkdir()
@@ -432,8 +434,8 @@ def test_plugin_used_from_a_scenario_file(tmp_path, monkeypatch):
     path.write_text("scenario: s\nworkflow: w\nexpect:\n  count.n: {even: true}\n")
     scenario = load_scenario(path)
     assert scenario.expect[0].comparator == "even"
-    assert evaluate(scenario.expect[0], {"count.n": 10}, scenario.context()).verdict == "pass"
-    assert evaluate(scenario.expect[0], {"count.n": 11}, scenario.context()).verdict == "fail"
+    assert evaluate(scenario.expect[0], {"count.n": 10}, compare_context(scenario)).verdict == "pass"
+    assert evaluate(scenario.expect[0], {"count.n": 11}, compare_context(scenario)).verdict == "fail"
 
 
 def test_a_broken_plugin_is_reported_when_named(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-
 FLAKY = """
 import kit, pathlib
 marker = pathlib.Path("attempts.txt")
@@ -64,7 +63,9 @@ def test_retry_on_limits_which_errors_are_retried(project):
 
 
 def test_a_step_past_its_timeout_fails_with_timeout(project):
-    project.notebook("slow.ipynb", "seconds: int = 600", "import time\ntime.sleep(seconds)", "import kit\nkit.output('x', 1)")
+    project.notebook(
+        "slow.ipynb", "seconds: int = 600", "import time\ntime.sleep(seconds)", "import kit\nkit.output('x', 1)"
+    )
     project.manifest(
         """
         workflow: slow
@@ -91,28 +92,42 @@ def test_a_second_run_is_cached_and_fresh_runs_again(chain):
     assert len(chain.sql(f"select * from outputs where run_id = '{second_id}'")) == 5
 
     changed = chain.kit("run", "wf", "-p", "x=7")  # a changed input runs again
-    statuses = {s["step_id"]: s["status"] for s in chain.sql(
-        f"select step_id, status from steps where run_id = '{changed.stdout.split()[1]}'")}
+    statuses = {
+        s["step_id"]: s["status"]
+        for s in chain.sql(f"select step_id, status from steps where run_id = '{changed.stdout.split()[1]}'")
+    }
     assert statuses == {"a": "succeeded", "b": "succeeded", "c": "succeeded"}
 
     fresh = chain.kit("run", "wf", "--fresh")
-    assert {s["status"] for s in chain.sql(f"select status from steps where run_id = '{fresh.stdout.split()[1]}'")} == {"succeeded"}
+    assert {s["status"] for s in chain.sql(f"select status from steps where run_id = '{fresh.stdout.split()[1]}'")} == {
+        "succeeded"
+    }
 
 
 def test_a_step_may_opt_out_of_the_cache(chain):
-    text = (chain.root / "wf" / "workflow.yaml").read_text().replace("outputs: {s: string}", "outputs: {s: string}\n    cache: false")
+    text = (
+        (chain.root / "wf" / "workflow.yaml")
+        .read_text()
+        .replace("outputs: {s: string}", "outputs: {s: string}\n    cache: false")
+    )
     (chain.root / "wf" / "workflow.yaml").write_text(text)
     chain.kit("run", "wf")
     second = chain.kit("run", "wf")
-    statuses = {s["step_id"]: s["status"] for s in chain.sql(
-        f"select step_id, status from steps where run_id = '{second.stdout.split()[1]}'")}
+    statuses = {
+        s["step_id"]: s["status"]
+        for s in chain.sql(f"select step_id, status from steps where run_id = '{second.stdout.split()[1]}'")
+    }
     assert statuses == {"a": "cached", "b": "cached", "c": "succeeded"}
 
 
 def test_sigkill_during_a_step_loses_nothing_and_resume_finishes(project):
     project.notebook("quick.ipynb", "n: int = 1", "import kit\nkit.output('n', n + 1)")
-    project.notebook("slow.ipynb", "n: int = 0", "import time, pathlib\npathlib.Path('started').write_text('1')\ntime.sleep(float(open('delay').read()))",
-                     "import kit\nkit.output('m', n * 10)")
+    project.notebook(
+        "slow.ipynb",
+        "n: int = 0",
+        "import time, pathlib\npathlib.Path('started').write_text('1')\ntime.sleep(float(open('delay').read()))",
+        "import kit\nkit.output('m', n * 10)",
+    )
     (project.root / "wf" / "delay").write_text("600")
     project.manifest(
         """
@@ -123,8 +138,13 @@ def test_sigkill_during_a_step_loses_nothing_and_resume_finishes(project):
           slow: {notebook: slow.ipynb, inputs: {n: quick.n}, outputs: {m: integer}}
         """
     )
-    proc = subprocess.Popen([sys.executable, "-m", "kit.cli", "run", "wf"], cwd=project.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit.cli", "run", "wf"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = project.root / "wf" / "started"
     deadline = time.monotonic() + 120
     while not started.exists():
@@ -152,7 +172,11 @@ def test_sigkill_during_a_step_loses_nothing_and_resume_finishes(project):
 
 
 def test_resume_continues_a_failed_run_without_rerunning_completed_steps(chain):
-    chain.notebook("c.ipynb", "n: int = 0", "import kit, pathlib\nassert pathlib.Path('fixed').exists(), 'not fixed yet'\nkit.output('s', str(n))")
+    chain.notebook(
+        "c.ipynb",
+        "n: int = 0",
+        "import kit, pathlib\nassert pathlib.Path('fixed').exists(), 'not fixed yet'\nkit.output('s', str(n))",
+    )
     first = chain.kit("run", "wf")
     assert first.returncode == 1
     run_id = first.stdout.split()[1]

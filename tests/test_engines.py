@@ -6,10 +6,17 @@ import nbformat
 
 
 def test_warm_steps_share_a_kernel_but_not_a_namespace(project):
-    project.notebook("a.ipynb", "x: int = 1", "import kit, os\nleftover = 'from a'\nkit.output('pid', os.getpid())\nkit.output('cwd', os.getcwd())")
-    project.notebook("sub/b.ipynb", "x: int = 1",
-                     "import kit, os\nkit.output('pid', os.getpid())\nkit.output('cwd', os.getcwd())\n"
-                     "kit.output('seen', 'leftover' in globals())\nkit.output('step', os.environ['KIT_STEP'])")
+    project.notebook(
+        "a.ipynb",
+        "x: int = 1",
+        "import kit, os\nleftover = 'from a'\nkit.output('pid', os.getpid())\nkit.output('cwd', os.getcwd())",
+    )
+    project.notebook(
+        "sub/b.ipynb",
+        "x: int = 1",
+        "import kit, os\nkit.output('pid', os.getpid())\nkit.output('cwd', os.getcwd())\n"
+        "kit.output('seen', 'leftover' in globals())\nkit.output('step', os.environ['KIT_STEP'])",
+    )
     project.manifest(
         """
         workflow: warm

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import Project, copy_example
-from kit.manifest import load_workflow
+
+from kit.spec.manifest import load_workflow
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +29,29 @@ def test_the_example_runs_through_its_approval_and_records_every_declared_output
 
     shown = casework.kit("show", run_id)
     assert shown.returncode == 0 and f"run {run_id}: succeeded" in shown.stdout
-    steps = {s["step_id"]: s for s in casework.sql(f"select step_id, status, attempts, duration_ms from steps where run_id = '{run_id}'")}
+    steps = {
+        s["step_id"]: s
+        for s in casework.sql(f"select step_id, status, attempts, duration_ms from steps where run_id = '{run_id}'")
+    }
     assert set(steps) == set(workflow.steps)
     assert {sid: s["status"] for sid, s in steps.items()} == {
-        sid: ("approved" if step.is_approval else "succeeded") for sid, step in workflow.steps.items()}
+        sid: ("approved" if step.is_approval else "succeeded") for sid, step in workflow.steps.items()
+    }
     assert all(s["attempts"] == 1 for sid, s in steps.items() if not workflow.steps[sid].is_approval)
 
-    recorded = {(o["step_id"], o["name"]): o["type"] for o in casework.sql(f"select * from outputs where run_id = '{run_id}'")}
+    recorded = {
+        (o["step_id"], o["name"]): o["type"] for o in casework.sql(f"select * from outputs where run_id = '{run_id}'")
+    }
     declared = {(sid, name) for sid, step in workflow.steps.items() for name in step.spec.outputs}
     assert set(recorded) == declared
     assert "table" in recorded.values() and "schema" in recorded.values()
 
-    by_name = {s["step_id"]: s for s in casework.sql(
-        f"select step_id, started_at, ended_at from spans where run_id = '{run_id}' and kind = 'step'")}
+    by_name = {
+        s["step_id"]: s
+        for s in casework.sql(
+            f"select step_id, started_at, ended_at from spans where run_id = '{run_id}' and kind = 'step'"
+        )
+    }
     a, b = by_name["check_policy"], by_name["retrieve_similar"]
     assert a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"], "the fan-out steps did not overlap"
 
@@ -57,7 +67,9 @@ def test_an_unknown_case_fails_the_first_step_and_skips_the_rest(casework):
     result = casework.kit("run", "notebooks/casework", "-p", "case_id=C-0000", "--as", "alice")
     assert result.returncode == 1
     run_id = result.stdout.split()[1]
-    statuses = {s["step_id"]: s["status"] for s in casework.sql(f"select step_id, status from steps where run_id = '{run_id}'")}
+    statuses = {
+        s["step_id"]: s["status"] for s in casework.sql(f"select step_id, status from steps where run_id = '{run_id}'")
+    }
     assert statuses["fetch_case"] == "failed"
     assert {s for k, s in statuses.items() if k != "fetch_case"} == {"skipped"}
 

@@ -23,7 +23,11 @@ approvals: {self_approve: false}
 @pytest.fixture
 def gated(project):
     (project.root / "kit.yaml").write_text(KIT_YAML)
-    project.notebook("fetch.ipynb", "case_id: str = 'C-1'", "import kit, pathlib\npathlib.Path('fetched').write_text('1')\nkit.output('decision', {'action': 'refund', 'case': case_id})")
+    project.notebook(
+        "fetch.ipynb",
+        "case_id: str = 'C-1'",
+        "import kit, pathlib\npathlib.Path('fetched').write_text('1')\nkit.output('decision', {'action': 'refund', 'case': case_id})",
+    )
     project.notebook("apply.ipynb", "decision: dict = {}", "import kit\nkit.output('applied', decision['action'])")
     project.manifest(
         """
@@ -102,7 +106,11 @@ def test_an_expired_approval_rejects_the_run(gated):
 
 
 def test_self_approval_when_the_policy_allows_it(gated):
-    (gated.root / "kit.yaml").write_text(KIT_YAML.replace("self_approve: false", "self_approve: true").replace("bob: [reviewer]", "bob: [reviewer, analyst]"))
+    (gated.root / "kit.yaml").write_text(
+        KIT_YAML.replace("self_approve: false", "self_approve: true").replace(
+            "bob: [reviewer]", "bob: [reviewer, analyst]"
+        )
+    )
     started = gated.kit("run", "wf", "--as", "bob")
     assert gated.kit("approve", started.stdout.split()[1], "review", "--as", "bob").returncode == 0
 
@@ -115,8 +123,10 @@ def test_a_principal_without_the_entitlement_is_denied_before_anything_runs(gate
     assert not (gated.root / "wf" / "fetched").exists()
     assert gated.sql("select count(*) as n from runs")[0]["n"] == 0
     denials = gated.sql("select actor, action, subject from audit")
-    assert denials == [{"actor": "carol", "action": "run.denied", "subject": "gated"},
-                       {"actor": "mallory", "action": "run.denied", "subject": "gated"}]
+    assert denials == [
+        {"actor": "carol", "action": "run.denied", "subject": "gated"},
+        {"actor": "mallory", "action": "run.denied", "subject": "gated"},
+    ]
     via_env = gated.kit("run", "wf", env={"KIT_PRINCIPAL": "carol"})
     assert via_env.returncode == 4
 
@@ -212,7 +222,8 @@ def test_gc_deletes_old_runs_keeps_what_scenarios_name_and_audits_it(chain):
     second = chain.kit("run", "wf", "-p", "x=8").stdout.split()[1]
     (chain.root / "scenarios").mkdir()
     (chain.root / "scenarios" / "kept.yaml").write_text(
-        f"scenario: kept\nworkflow: wf\nsource: {{run: {first}}}\nexpect:\n  a.n: {{equals: 4}}\n")
+        f"scenario: kept\nworkflow: wf\nsource: {{run: {first}}}\nexpect:\n  a.n: {{equals: 4}}\n"
+    )
     table = chain.sql(f"select artifact from outputs where run_id = '{second}' and name = 'rows'")[0]["artifact"]
     digest = table.split(":")[-1]
     assert (chain.root / ".kit" / "objects" / digest[:2] / digest[2:]).is_file()

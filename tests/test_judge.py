@@ -11,11 +11,11 @@ import os
 import pytest
 from llm_server import llm_server  # noqa: F401 - the fixture
 
-from kit import comparators as C
-from kit.comparators import CompareContext, evaluate
-from kit.judge import SYSTEM_PROMPT, Judge, parse_verdict
-from kit.llm import load_recordings, request_key
-from kit.scenario import Expectation
+from kit.kernel.recordings import load_recordings, request_key
+from kit.spec.scenario import Expectation
+from kit.verification import comparators as C
+from kit.verification.comparators import CompareContext, evaluate
+from kit.verification.comparators.judge import SYSTEM_PROMPT, Judge, parse_verdict
 
 RUBRIC = "The summary names the customer's tier and the missing discount."
 SUMMARY = "Gold-tier customer C-1042 was not given the 10% loyalty discount."
@@ -154,9 +154,22 @@ def test_record_then_replay_is_deterministic_without_http(llm_server, tmp_path):
     recordings = tmp_path / "recordings" / "missing-discount.jsonl"
     recordings.parent.mkdir()
     # the run's own recordings are already there: the judge's call is appended after them
-    recordings.write_text(json.dumps({"key": "k-step", "request": {"provider": "fake", "model": "fake",
-                          "messages": [{"role": "user", "content": "hi"}], "tools": None, "params": {}},
-                          "response": reply("hi")}) + "\n")
+    recordings.write_text(
+        json.dumps(
+            {
+                "key": "k-step",
+                "request": {
+                    "provider": "fake",
+                    "model": "fake",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "tools": None,
+                    "params": {},
+                },
+                "response": reply("hi"),
+            }
+        )
+        + "\n"
+    )
     llm_server.enqueue(200, verdict_reply("fail", "The discount is not mentioned."))
     recorder = Judge(config(llm_server), mode="record", recordings=recordings)
     verdict, reason, call = recorder.grade(RUBRIC, SUMMARY)
@@ -305,12 +318,12 @@ def test_judge_comparator_through_evaluate(llm_server, tmp_path):
 
 def test_judge_comparator_in_a_scenario_file(tmp_path):
     from kit.errors import InvalidInput
-    from kit.scenario import load_scenario
+    from kit.verification.scenarios import load_scenario
 
     good = tmp_path / "s.yaml"
     good.write_text(
         "scenario: casework/judged\nworkflow: casework\n"
-        f"expect:\n  summarize.summary: {{judge: \"{RUBRIC}\", model: gpt-4o}}\n"
+        f'expect:\n  summarize.summary: {{judge: "{RUBRIC}", model: gpt-4o}}\n'
     )
     (expectation,) = load_scenario(good).expect
     assert expectation.comparator == "judge" and expectation.spec == {"judge": RUBRIC, "model": "gpt-4o"}
@@ -329,6 +342,7 @@ def test_fake_provider_judge_needs_no_network(tmp_path):
 
 def test_a_plugin_provider_judges_in_process(tmp_path):
     from kit import llm
+    from kit.kernel import providers
 
     seen = []
 
@@ -344,4 +358,4 @@ def test_a_plugin_provider_judges_in_process(tmp_path):
         assert replay.grade(RUBRIC, SUMMARY)[:2] == ("pass", "graded by m1")
         assert len(seen) == 1
     finally:
-        llm._registered.pop("judge-test", None)
+        providers.PROVIDERS.reset()

@@ -12,7 +12,10 @@ import pytest
 from llm_server import DEFAULT_USAGE, llm_server  # noqa: F401 - the fixture
 
 from kit import llm
-from kit.llm import LLMError, ReplayMiss
+from kit.base.jsonl import read_jsonl as read_tolerant
+from kit.kernel import providers
+from kit.kernel import recordings as rec
+from kit.kernel.llm import LLMError, ReplayMiss
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 MESSAGES = [
@@ -82,7 +85,7 @@ def test_openai_success_sends_request_and_spools_call_and_span(spool, monkeypatc
     assert req["headers"]["Authorization"] == f"Bearer {SECRET}"
     assert req["body"] == {"model": "gpt-test", "messages": MESSAGES, "temperature": 0, "max_tokens": 50, "seed": 7}
 
-    (call,) = llm.store_calls(spool)
+    (call,) = read_tolerant(spool / "llm_calls.jsonl")
     assert call["provider"] == "openai" and call["model"] == "gpt-test"
     assert call["mode"] == "live" and call["replayed"] is False
     assert call["request"] == {
@@ -92,7 +95,7 @@ def test_openai_success_sends_request_and_spools_call_and_span(spool, monkeypatc
         "tools": None,
         "params": {"temperature": 0, "max_tokens": 50, "seed": 7},
     }
-    assert call["key"] == llm.request_key(call["request"])
+    assert call["key"] == rec.request_key(call["request"])
     assert call["response"]["id"] == "chatcmpl-test-1"
     assert call["usage"] == {"input_tokens": 11, "output_tokens": 5, "total_tokens": 16}
     assert call["latency_ms"] >= 0
@@ -131,7 +134,7 @@ def test_429_is_retried_honouring_retry_after_and_recorded_once(spool, monkeypat
     assert llm.chat("hello there") == "echo: hello there"
     assert time.monotonic() - t0 >= 0.05
     assert len(llm_server.requests) == 2
-    assert len(llm.store_calls(spool)) == 1
+    assert len(read_tolerant(spool / "llm_calls.jsonl")) == 1
     assert len(llm_spans(spool)) == 1
 
 
@@ -156,7 +159,7 @@ def test_persistent_500_raises_with_status_body_and_attempts(spool, monkeypatch,
     assert "HTTP 500" in message and "the model fell over" in message
     assert "4 attempts" in message
     assert len(llm_server.requests) == 4
-    assert llm.store_calls(spool) == []
+    assert read_tolerant(spool / "llm_calls.jsonl") == []
     (span,) = llm_spans(spool)
     assert span["status"] == "error" and span["attributes"]["error.type"] == "LLMError"
     assert_no_secret(spool)
@@ -181,8 +184,9 @@ def test_connection_refused_is_retried_then_reported(spool, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    configure(monkeypatch, provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1",
-              max_retries=2, backoff=0.01)
+    configure(
+        monkeypatch, provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, backoff=0.01
+    )
     with pytest.raises(LLMError, match=r"gave up after 3 attempts") as info:
         llm.chat("hi")
     assert f"127.0.0.1:{port}" in str(info.value)
@@ -204,10 +208,10 @@ def record_one(spool, monkeypatch, server, tmp_path, *args, **params) -> tuple[P
     openai_config(monkeypatch, server)
     monkeypatch.setenv("KIT_LLM_MODE", "record")
     reply = llm.chat(*args, **params)
-    calls = llm.store_calls(spool)
+    calls = read_tolerant(spool / "llm_calls.jsonl")
     assert [c["mode"] for c in calls] == ["record"]
     recordings = tmp_path / "recordings.jsonl"
-    assert llm.write_recordings(calls, recordings) == 1
+    assert rec.write_recordings(calls, recordings) == 1
     assert SECRET not in recordings.read_text()
     (spool / "llm_calls.jsonl").unlink()
     (spool / "spans.jsonl").unlink()
@@ -223,7 +227,7 @@ def test_replay_hit_serves_the_recording_without_http(spool, monkeypatch, llm_se
     openai_config(monkeypatch, llm_server, base_url="http://127.0.0.1:9/v1", max_retries=0)
     assert llm.chat(MESSAGES, max_tokens=50) == recorded
     assert len(llm_server.requests) == before
-    (call,) = llm.store_calls(spool)
+    (call,) = read_tolerant(spool / "llm_calls.jsonl")
     assert call["mode"] == "replay" and call["replayed"] is True
     assert call["usage"]["input_tokens"] == 11
     (span,) = llm_spans(spool)
@@ -245,7 +249,7 @@ def test_replay_miss_names_the_step_and_shows_the_difference(spool, monkeypatch,
     assert len(llm_server.requests) == before
     (span,) = llm_spans(spool)
     assert span["status"] == "error" and span["attributes"]["error.type"] == "ReplayMiss"
-    assert llm.store_calls(spool) == []
+    assert read_tolerant(spool / "llm_calls.jsonl") == []
 
 
 def test_replay_without_recordings_fails_closed(spool, monkeypatch, tmp_path):
@@ -275,7 +279,7 @@ def test_fake_provider_is_deterministic_and_useful(spool, monkeypatch):
     assert first == "The invoice was paid twice. The customer wants a refund!"
     assert llm.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]) == first
     assert llm.chat(text, max_tokens=3) == "The invoice was"
-    calls = llm.store_calls(spool)
+    calls = read_tolerant(spool / "llm_calls.jsonl")
     assert calls[0]["response"] == calls[1]["response"]
     assert calls[0]["usage"] == {"input_tokens": 2 + 16, "output_tokens": 10, "total_tokens": 28}
     assert calls[2]["response"]["choices"][0]["finish_reason"] == "length"
@@ -283,26 +287,27 @@ def test_fake_provider_is_deterministic_and_useful(spool, monkeypatch):
 
 
 def test_request_key_is_canonical():
-    a = llm.canonical_request("openai", "m", MESSAGES, {"temperature": 0, "top_p": 1, "seed": 3})
-    b = llm.canonical_request("openai", "m", MESSAGES, {"seed": 3, "top_p": 1, "temperature": 0})
-    assert llm.request_key(a) == llm.request_key(b)
-    assert len(llm.request_key(a)) == 64
-    c = llm.canonical_request("openai", "m", MESSAGES, {"temperature": 0.5, "top_p": 1, "seed": 3})
-    assert llm.request_key(a) != llm.request_key(c)
-    assert llm.request_key(llm.canonical_request("fake", "m", MESSAGES, {"temperature": 0, "top_p": 1, "seed": 3})) \
-        != llm.request_key(a)
+    a = rec.canonical_request("openai", "m", MESSAGES, {"temperature": 0, "top_p": 1, "seed": 3})
+    b = rec.canonical_request("openai", "m", MESSAGES, {"seed": 3, "top_p": 1, "temperature": 0})
+    assert rec.request_key(a) == rec.request_key(b)
+    assert len(rec.request_key(a)) == 64
+    c = rec.canonical_request("openai", "m", MESSAGES, {"temperature": 0.5, "top_p": 1, "seed": 3})
+    assert rec.request_key(a) != rec.request_key(c)
+    assert rec.request_key(
+        rec.canonical_request("fake", "m", MESSAGES, {"temperature": 0, "top_p": 1, "seed": 3})
+    ) != rec.request_key(a)
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    d = llm.canonical_request("openai", "m", MESSAGES, {"tools": tools, "temperature": None})
+    d = rec.canonical_request("openai", "m", MESSAGES, {"tools": tools, "temperature": None})
     assert d["tools"] == tools and d["params"] == {}
-    assert llm.request_key(d) != llm.request_key(llm.canonical_request("openai", "m", MESSAGES, {}))
+    assert rec.request_key(d) != rec.request_key(rec.canonical_request("openai", "m", MESSAGES, {}))
     # a plain string is one user message
-    assert llm.canonical_request("fake", "m", "hi", {})["messages"] == [{"role": "user", "content": "hi"}]
+    assert rec.canonical_request("fake", "m", "hi", {})["messages"] == [{"role": "user", "content": "hi"}]
 
 
 def test_call_params_override_component_params(spool, monkeypatch):
     configure(monkeypatch, provider="fake", model="fake", params={"temperature": 0, "top_p": 0.9})
     llm.chat("hi", temperature=0.3)
-    (call,) = llm.store_calls(spool)
+    (call,) = read_tolerant(spool / "llm_calls.jsonl")
     assert call["request"]["params"] == {"temperature": 0.3, "top_p": 0.9}
     attrs = llm_spans(spool)[0]["attributes"]
     assert attrs["gen_ai.request.temperature"] == 0.3 and attrs["gen_ai.request.top_p"] == 0.9
@@ -310,23 +315,23 @@ def test_call_params_override_component_params(spool, monkeypatch):
 
 def test_write_recordings_dedups_and_appends(tmp_path):
     def call(text, temperature=0):
-        request = llm.canonical_request("fake", "m", text, {"temperature": temperature})
-        return {"key": llm.request_key(request), "request": request, "response": llm.fake_provider(request, {})}
+        request = rec.canonical_request("fake", "m", text, {"temperature": temperature})
+        return {"key": rec.request_key(request), "request": request, "response": providers.fake_provider(request, {})}
 
     path = tmp_path / "sub" / "rec.jsonl"
-    assert llm.write_recordings([call("a"), call("b"), call("a")], path) == 2
-    assert llm.write_recordings([call("b"), call("c"), call("a", 1), {"key": "x", "response": None}], path) == 2
-    assert llm.write_recordings([call("c")], path) == 0
+    assert rec.write_recordings([call("a"), call("b"), call("a")], path) == 2
+    assert rec.write_recordings([call("b"), call("c"), call("a", 1), {"key": "x", "response": None}], path) == 2
+    assert rec.write_recordings([call("c")], path) == 0
     lines = read_jsonl(path)
     assert len(lines) == 4 and len({r["key"] for r in lines}) == 4
     assert set(lines[0]) == {"key", "request", "response"}
-    assert set(llm.load_recordings(path)) == {r["key"] for r in lines}
+    assert set(rec.load_recordings(path)) == {r["key"] for r in lines}
 
 
-def test_store_calls_skips_a_torn_line(tmp_path):
+def test_spooled_calls_read_past_a_torn_line(tmp_path):
     (tmp_path / "llm_calls.jsonl").write_text('{"call_id": "a"}\n{"call_id": "b"}\n{"call_i')
-    assert [c["call_id"] for c in llm.store_calls(tmp_path)] == ["a", "b"]
-    assert llm.store_calls(tmp_path / "none") == []
+    assert [c["call_id"] for c in read_tolerant(tmp_path / "llm_calls.jsonl")] == ["a", "b"]
+    assert read_tolerant(tmp_path / "none" / "llm_calls.jsonl") == []
 
 
 def test_standalone_writes_nothing_and_reads_the_workflow_model_component(tmp_path, monkeypatch):
@@ -382,11 +387,16 @@ def test_plugin_provider_through_entry_points(spool, monkeypatch, tmp_path):
 
 def test_config_from_component_merges_overrides(tmp_path, spool, monkeypatch):
     path = tmp_path / "model.yaml"
-    path.write_text("provider: openai\nmodel: gpt-4o-mini\napi_key_env: OPENAI_API_KEY\nparams: {temperature: 0, top_p: 1}\n")
+    path.write_text(
+        "provider: openai\nmodel: gpt-4o-mini\napi_key_env: OPENAI_API_KEY\nparams: {temperature: 0, top_p: 1}\n"
+    )
     merged = llm.config_from_component(path, {"base_url": "http://127.0.0.1:8000/v1", "params": {"top_p": 0.5}})
     assert merged == {
-        "provider": "openai", "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY",
-        "base_url": "http://127.0.0.1:8000/v1", "params": {"temperature": 0, "top_p": 0.5},
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "api_key_env": "OPENAI_API_KEY",
+        "base_url": "http://127.0.0.1:8000/v1",
+        "params": {"temperature": 0, "top_p": 0.5},
     }
     configure(monkeypatch, provider="openai", model="m", api_key="sk-inline")
     with pytest.raises(LLMError, match="holds an api_key; .*api_key_env"):

@@ -2,7 +2,7 @@
 
 Each notebook is executed with the defaults in its parameters cell, in its own
 folder, and diffed against the outputs committed with it, ignoring only the noise
-kit's defaults name (kit.nbregression). The other tests show that those defaults
+kit's defaults name (kit.verification.nbregression). The other tests show that those defaults
 hide the noise and nothing else.
 """
 
@@ -12,7 +12,6 @@ import copy
 
 import nbformat
 import pytest
-
 from conftest import EXAMPLE
 
 pytest.importorskip("pytest_notebook")
@@ -20,7 +19,7 @@ pytest.importorskip("pytest_notebook")
 from pytest_notebook.diffing import diff_notebooks, filter_diff  # noqa: E402
 from pytest_notebook.notebook import regex_replace_nb  # noqa: E402
 
-from kit.nbregression import DIFF_IGNORE, DIFF_REPLACE, regression_fixture  # noqa: E402
+from kit.verification.nbregression import DIFF_IGNORE, DIFF_REPLACE, regression_fixture  # noqa: E402
 
 NOTEBOOKS = sorted(EXAMPLE.glob("*.ipynb"))
 
@@ -40,7 +39,9 @@ def test_example_notebook_reproduces_its_stored_outputs(kit_nb_regression, path)
 def test_a_changed_output_is_still_caught(kit_nb_regression, tmp_path):
     source = EXAMPLE / "04_summarize.ipynb"
     nb = nbformat.read(source, as_version=4)
-    output = next(o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "text/markdown" in o.get("data", {}))
+    output = next(
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "text/markdown" in o.get("data", {})
+    )
     output.data["text/markdown"] += " TAMPERED"
     copy_path = tmp_path / source.name
     nbformat.write(nb, copy_path)
@@ -81,28 +82,48 @@ def test_papermill_kernel_and_widget_noise_is_ignored():
     cell.execution_count = 7
     cell.metadata.papermill = {"duration": 0.1, "status": "completed"}
     cell.metadata.execution = {"iopub.execute_input": "2026-11-03T10:22:33.1Z"}
-    cell.outputs.append(nbformat.v4.new_output(
-        "display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2}}))
-    before.cells[0].outputs.append(nbformat.v4.new_output(
-        "display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "ffff00", "version_major": 2}}))
+    cell.outputs.append(
+        nbformat.v4.new_output(
+            "display_data",
+            data={"application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2}},
+        )
+    )
+    before.cells[0].outputs.append(
+        nbformat.v4.new_output(
+            "display_data",
+            data={"application/vnd.jupyter.widget-view+json": {"model_id": "ffff00", "version_major": 2}},
+        )
+    )
     assert _filtered(before, after) == []
 
 
 def test_volatile_values_are_replaced_and_data_is_not():
     digest_a, digest_b = "a" * 64, "b" * 64
-    before = _notebook([_display(
-        f"ran at 2026-11-03 10:22:33.123456, run 20261103-102233-123-ab12, artifact:sha256:{digest_a}, "
-        f"<Foo object at 0x7f3b2c1d0e50>, finished 2026-11-03T10:22:40Z")])
-    after = _notebook([_display(
-        f"ran at 2026-11-04 08:01:02.5, run 20261104-080102-500-c0de, artifact:sha256:{digest_b}, "
-        f"<Foo object at 0x7f00deadbeef>, finished 2026-11-04T08:01:09+00:00")])
+    before = _notebook(
+        [
+            _display(
+                f"ran at 2026-11-03 10:22:33.123456, run 20261103-102233-123-ab12, artifact:sha256:{digest_a}, "
+                f"<Foo object at 0x7f3b2c1d0e50>, finished 2026-11-03T10:22:40Z"
+            )
+        ]
+    )
+    after = _notebook(
+        [
+            _display(
+                f"ran at 2026-11-04 08:01:02.5, run 20261104-080102-500-c0de, artifact:sha256:{digest_b}, "
+                f"<Foo object at 0x7f00deadbeef>, finished 2026-11-04T08:01:09+00:00"
+            )
+        ]
+    )
     assert _filtered(before, after) == []
 
     # data: dates, times of day without fractions, amounts, ordinary ids
-    for old, new in [("ordered 2025-04-26 11:31:00", "ordered 2025-04-26 11:32:00"),
-                     ("due 2026-03-31", "due 2026-04-01"),
-                     ("total 342.28", "total 342.29"),
-                     ("O-50262", "O-50263")]:
+    for old, new in [
+        ("ordered 2025-04-26 11:31:00", "ordered 2025-04-26 11:32:00"),
+        ("due 2026-03-31", "due 2026-04-01"),
+        ("total 342.28", "total 342.29"),
+        ("O-50262", "O-50263"),
+    ]:
         assert _filtered(_notebook([_display(old)]), _notebook([_display(new)])), (old, new)
 
 

@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-import kit.scenario  # noqa: F401  (imported here, not first inside an in-process pytest run, which unloads it after)
 from conftest import copy_example
+
+import kit.spec.scenario  # noqa: F401  (imported here, not first inside an in-process pytest run, which unloads it after)
 
 pytest_plugins = ["pytester"]
 
@@ -84,8 +84,12 @@ def scenario_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch)
     copy_example(root)
     scenarios = root / "scenarios"
     scenarios.mkdir()
-    for name, text in [("passing.yaml", PASSING), ("failing.yaml", FAILING), ("invalid.yaml", INVALID),
-                       ("unknown_workflow.yml", UNKNOWN_WORKFLOW)]:
+    for name, text in [
+        ("passing.yaml", PASSING),
+        ("failing.yaml", FAILING),
+        ("invalid.yaml", INVALID),
+        ("unknown_workflow.yml", UNKNOWN_WORKFLOW),
+    ]:
         (scenarios / name).write_text(textwrap.dedent(text).lstrip())
     (root / "settings.yaml").write_text(textwrap.dedent(OTHER_YAML).lstrip())
     return root
@@ -116,27 +120,38 @@ def test_only_scenario_files_are_collected_and_tags_become_markers(pytester, sce
     ], result.stdout.str()
     assert not (scenario_project / ".kit").exists(), "collecting must not run anything"
 
-    tagged = pytester.runpytest_inprocess("--collect-only", "-q", *INNER, "--strict-markers",
-                                          "-W", "error::pytest.PytestUnknownMarkWarning", "-m", "pricing", "proj/scenarios")
+    tagged = pytester.runpytest_inprocess(
+        "--collect-only",
+        "-q",
+        *INNER,
+        "--strict-markers",
+        "-W",
+        "error::pytest.PytestUnknownMarkWarning",
+        "-m",
+        "pricing",
+        "proj/scenarios",
+    )
     assert tagged.ret == 0, tagged.stdout.str() + tagged.stderr.str()
-    assert [line for line in tagged.outlines if "::" in line] == ["proj/scenarios/passing.yaml::casework/discount-applies"]
+    assert [line for line in tagged.outlines if "::" in line] == [
+        "proj/scenarios/passing.yaml::casework/discount-applies"
+    ]
 
-    kit_only = pytester.runpytest_inprocess("--collect-only", "-q", *INNER, "-m", "kit_scenario",
-                                            "proj/scenarios")
+    kit_only = pytester.runpytest_inprocess("--collect-only", "-q", *INNER, "-m", "kit_scenario", "proj/scenarios")
     assert len([line for line in kit_only.outlines if "::" in line]) == 4
 
 
 def test_scenarios_pass_fail_and_explain_themselves(pytester, scenario_project):
-    result = pytester.runpytest_subprocess("proj/scenarios", "-v", *INNER, "--junitxml=report.xml",
-                                           timeout=900)
+    result = pytester.runpytest_subprocess("proj/scenarios", "-v", *INNER, "--junitxml=report.xml", timeout=900)
     out = result.stdout.str()
     result.assert_outcomes(passed=1, failed=3)
-    result.stdout.fnmatch_lines([
-        "proj/scenarios/failing.yaml::casework/wrong-action FAILED*",
-        "proj/scenarios/invalid.yaml::invalid.yaml FAILED*",
-        "proj/scenarios/passing.yaml::casework/discount-applies PASSED*",
-        "proj/scenarios/unknown_workflow.yml::nowhere/lost FAILED*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "proj/scenarios/failing.yaml::casework/wrong-action FAILED*",
+            "proj/scenarios/invalid.yaml::invalid.yaml FAILED*",
+            "proj/scenarios/passing.yaml::casework/discount-applies PASSED*",
+            "proj/scenarios/unknown_workflow.yml::nowhere/lost FAILED*",
+        ]
+    )
 
     # the failing scenario: only the failing expectation, expected and actual side by side
     failing = _section(out, "scenario casework/wrong-action")
@@ -156,22 +171,27 @@ def test_scenarios_pass_fail_and_explain_themselves(pytester, scenario_project):
         assert "Traceback" not in section and ".py:" not in section, section
 
     # recorded in the ledger as `kit test` does
-    from kit.ledger import Ledger
+    from kit.ledger.database import Database
 
-    rows = Ledger(scenario_project / ".kit" / "ledger.duckdb").rows(
-        "SELECT scenario_id, expectation, verdict, run_id FROM comparisons ORDER BY scenario_id, expectation")
+    rows = Database(scenario_project / ".kit" / "ledger.duckdb").rows(
+        "SELECT scenario_id, expectation, verdict, run_id FROM comparisons ORDER BY scenario_id, expectation"
+    )
     assert [(r["scenario_id"], r["expectation"], r["verdict"]) for r in rows] == [
         ("casework/discount-applies", "fetch_case.case.tier", "pass"),
         ("casework/discount-applies", "recommend.decision.action", "pass"),
         ("casework/wrong-action", "fetch_case.case.tier", "pass"),
         ("casework/wrong-action", "recommend.decision.action", "fail"),
     ]
-    runs = Ledger(scenario_project / ".kit" / "ledger.duckdb").rows("SELECT run_id, scenario_id, status FROM runs")
+    runs = Database(scenario_project / ".kit" / "ledger.duckdb").rows("SELECT run_id, scenario_id, status FROM runs")
     assert sorted((r["scenario_id"], r["status"]) for r in runs) == [
-        ("casework/discount-applies", "waiting"), ("casework/wrong-action", "waiting")]  # at the review gate
+        ("casework/discount-applies", "waiting"),
+        ("casework/wrong-action", "waiting"),
+    ]  # at the review gate
 
     # each run's id reaches the JUnit report as a property
-    props = {p.get("value") for p in ET.parse(pytester.path / "report.xml").iter("property") if p.get("name") == "run_id"}
+    props = {
+        p.get("value") for p in ET.parse(pytester.path / "report.xml").iter("property") if p.get("name") == "run_id"
+    }
     assert props == {r["run_id"] for r in runs}
 
 
@@ -179,6 +199,8 @@ def _section(text: str, title: str) -> str:
     """One failure's section of pytest's report: from its `____ title ____` header to the next."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip("_ ") == title)
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("____") or lines[i].startswith("====")), len(lines))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("____") or lines[i].startswith("====")),
+        len(lines),
+    )
     return "\n".join(lines[start:end])

@@ -21,7 +21,11 @@ expect:
 
 @pytest.fixture
 def ruled(project):
-    project.notebook("rule.ipynb", "x: int = 0", "import kit\nlimit = 4\nkit.output('limit', limit)\nkit.output('verdict', 'flagged' if x > limit else 'ok')")
+    project.notebook(
+        "rule.ipynb",
+        "x: int = 0",
+        "import kit\nlimit = 4\nkit.output('limit', limit)\nkit.output('verdict', 'flagged' if x > limit else 'ok')",
+    )
     project.notebook("echo.ipynb", "x: int = 0", "import kit\nkit.output('s', str(x + 1))")
     project.manifest(
         """
@@ -39,12 +43,17 @@ def ruled(project):
 
 
 def set_limit(project, limit: int) -> None:
-    project.notebook("rule.ipynb", "x: int = 0", f"import kit\nlimit = {limit}\nkit.output('limit', limit)\nkit.output('verdict', 'flagged' if x > limit else 'ok')")
+    project.notebook(
+        "rule.ipynb",
+        "x: int = 0",
+        f"import kit\nlimit = {limit}\nkit.output('limit', limit)\nkit.output('verdict', 'flagged' if x > limit else 'ok')",
+    )
 
 
 def git(project, *args):
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=project.root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=project.root, check=True, capture_output=True
+    )
 
 
 def test_replay_against_a_git_revision(ruled):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import comparators as C
 from kit.errors import EXIT_INVALID, InvalidInput, NotFound
-from kit.scenario import Scenario, discover, load_scenario, parse_key, validate_against
+from kit.spec.scenario import Scenario, discover, parse_key, validate_against
+from kit.verification import comparators as C
+from kit.verification.scenarios import compare_context, load_scenario
 
 GOOD = """\
 scenario: casework/missing-discount
@@ -95,14 +96,24 @@ def test_load_a_good_scenario(folder):
     by_key = {e.key: e for e in s.expect}
     e = by_key["recommend.decision.action"]
     assert (e.step, e.output, e.path, e.comparator, e.spec, e.line) == (
-        "recommend", "decision", ("action",), "equals", {"equals": "apply_discount"}, 9
+        "recommend",
+        "decision",
+        ("action",),
+        "equals",
+        {"equals": "apply_discount"},
+        9,
     )
     assert by_key["recommend.decision"].path == ()
     assert by_key["recommend.decision.confidence"].spec == {"approx": 0.8, "abs": 0.1}
     assert by_key["fetch_case.payload"].comparator == "table"
     assert by_key["fetch_case.provenance.rows.0.id"].path == ("rows", 0, "id")
-    assert s.outputs_needed() == ["recommend.decision", "fetch_case.payload", "summarize.summary", "fetch_case.provenance"]
-    assert s.context().base_dir == folder
+    assert s.outputs_needed() == [
+        "recommend.decision",
+        "fetch_case.payload",
+        "summarize.summary",
+        "fetch_case.provenance",
+    ]
+    assert compare_context(s).base_dir == folder
     validate_against(s, STEPS)
     validate_against(s, STEPS, workflow="casework")
 
@@ -255,7 +266,10 @@ def test_validate_against_unknown_step_and_output(folder):
     with pytest.raises(InvalidInput) as info:
         validate_against(s, STEPS)
     msg = info.value.message
-    assert f"{path}:5: expect 'recomend.decision': unknown step 'recomend' (steps: fetch_case, recommend, review, summarize)" in msg
+    assert (
+        f"{path}:5: expect 'recomend.decision': unknown step 'recomend' (steps: fetch_case, recommend, review, summarize)"
+        in msg
+    )
     assert f"{path}:6: expect 'summarize.sumary': step 'summarize' has no output 'sumary' (its outputs: summary)" in msg
     assert f"{path}:4" not in msg
 

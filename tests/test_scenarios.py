@@ -13,9 +13,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import REPO, Project, copy_example
-from kit.scenario import discover, load_scenario
+
+from kit.spec.scenario import discover
+from kit.verification.scenarios import load_scenario
 
 SCENARIOS = REPO / "scenarios" / "casework"
 ALL_COMPARATORS = {"equals", "approx", "contains", "matches", "one_of", "schema", "table"}
@@ -114,7 +115,7 @@ def test_a_changed_business_rule_fails_the_scenario_that_guards_it(tmp_path):
     key = "recommend.decision.action"
     assert f"{key}  [equals] fail" in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith(key))
-    block = out[out.index(line):].splitlines()
+    block = out[out.index(line) :].splitlines()
     assert block[1].strip() == 'expected: "close_no_action"'
     assert block[2].strip() == 'actual:   "apply_discount"'
 
@@ -220,9 +221,18 @@ def test_a_captured_run_passes_and_an_edited_expectation_fails(suite):
     run_id = _runs_of(project, "casework/C-1004-wrong-vat-france")[0]
     out_file = "captured/c1004.yaml"
     result = project.kit(
-        "capture", run_id, "--expect", "recommend.decision.action", "--expect",
-        "check_policy.policy.violations.0.expected", "--expect", "fetch_case.payload",
-        "-o", out_file, "--note", "captured in the acceptance test",
+        "capture",
+        run_id,
+        "--expect",
+        "recommend.decision.action",
+        "--expect",
+        "check_policy.policy.violations.0.expected",
+        "--expect",
+        "fetch_case.payload",
+        "-o",
+        out_file,
+        "--note",
+        "captured in the acceptance test",
     )
     assert result.returncode == 0, _output(result)
     captured = load_scenario(project.root / out_file)
@@ -262,8 +272,7 @@ def test_tag_and_workflow_filters_select_scenarios(suite):
     other = project.root / "other"
     other.mkdir()
     (other / "elsewhere.yaml").write_text(
-        "scenario: elsewhere/tax\nworkflow: elsewhere\nparams: {}\n"
-        "expect:\n  a.b: {equals: 1}\ntags: [tax]\n"
+        "scenario: elsewhere/tax\nworkflow: elsewhere\nparams: {}\nexpect:\n  a.b: {equals: 1}\ntags: [tax]\n"
     )
     shipped = _shipped()
     tax = [s for s in shipped if "tax" in s.tags]

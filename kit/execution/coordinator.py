@@ -1,0 +1,785 @@
+"""The coordinator: turns a checked workflow and its parameters into a recorded run.
+
+It validates every parameter and entitlement before any kernel starts, walks the
+graph in dependency order (independent steps run concurrently on the executor),
+feeds each step its upstream outputs, retries, reuses cached steps, stops at
+approval gates, and records all of it through the ledger's named operations: the
+only part of kit that writes a run. Each finished step is committed at once, so a
+killed coordinator loses nothing that had completed, and `resume` continues from
+the ledger.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from kit.base import backoff
+from kit.base.canonical import canonical_json, digest
+from kit.base.clock import ledger_time, new_run_id, new_span_id, now, utcnow
+from kit.base.progress import Progress
+from kit.bundles.lock import compute_lock, snapshot
+from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput, PermissionDenied
+from kit.execution.engines import get_engine
+from kit.execution.environment import LLMSettings, task_environment
+from kit.execution.executors import Executor, LocalExecutor
+from kit.execution.provenance import provenance
+from kit.execution.task import OutputRecord, StepResult, StepTask
+from kit.ledger.audit import AuditEvent
+from kit.ledger.ledger import DONE_STEP_STATUSES, Ledger
+from kit.ledger.objects import ObjectStore
+from kit.spec import contracts
+from kit.spec.manifest import Workflow, load_workflow, parse_wire
+from kit.spec.policy import REDACTED, AccessPolicy, Redactor, parse_duration
+from kit.spec.project import Project
+
+DONE_OK = DONE_STEP_STATUSES
+RESUMABLE = ("failed", "running", "waiting", "cancelled")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunRequest:
+    workflow: Workflow
+    params: dict[str, Any]
+    principal: str
+    env: str | None = None
+    workers: int | None = None
+    engine: str = "papermill"
+    fresh: bool = False
+    scenario_id: str | None = None
+    baseline_of: str | None = None
+    llm: LLMSettings | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    steps: dict[str, str]
+    failures: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+    bundle_id: str = ""
+    values: dict[str, Any] = field(default_factory=dict)  # "STEP.OUTPUT" -> JSON value or artifact ref
+    waiting: list[str] = field(default_factory=list)  # approval steps waiting for a decision
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "succeeded":
+            return EXIT_OK
+        if self.status == "waiting":
+            return EXIT_WAITING
+        return EXIT_FAILED
+
+
+@dataclass
+class _RunState:
+    """Everything one execution of a run needs; built fresh by `run` and from the ledger by `resume`."""
+
+    run_id: str
+    workflow: Workflow
+    params: dict[str, Any]
+    principal: str
+    env: str | None
+    workers: int
+    engine: str
+    fresh: bool
+    lock: dict[str, Any]
+    redactor: Redactor
+    statuses: dict[str, str]
+    values: dict[tuple[str, str], Any] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    run_span: str = field(default_factory=new_span_id)
+    task_env: dict[str, str] = field(default_factory=dict)  # what every kernel of the run sees
+
+
+def _span_attributes(redactor: Redactor, attributes: dict[str, Any]) -> dict[str, Any]:
+    """kit's own attribute names (gen_ai.*, kit.*) are never redacted by name; every value is scrubbed."""
+    return {
+        k: (redactor.value(v) if k.startswith(("gen_ai.", "kit.", "server.")) or not redactor.matches(k) else REDACTED)
+        for k, v in attributes.items()
+    }
+
+
+class Coordinator:
+    def __init__(
+        self, project: Project, executor_factory: Callable[[int], Executor] | None = None, progress: bool = True
+    ):
+        self.project = project
+        project.ensure_home()
+        self.ledger = Ledger(project.ledger_path)
+        self.store = ObjectStore(project.objects_dir)
+        self.executor_factory = executor_factory or LocalExecutor
+        self.access = AccessPolicy.from_settings(project.settings, str(project.root / "kit.yaml"))
+        self.progress = progress  # steps done of total on a terminal (off when a suite shows its own)
+
+    # ---- checks before anything runs ---------------------------------------
+
+    def check_parameters(self, workflow: Workflow, params: dict[str, Any]) -> None:
+        """Every `params.X` wire checked against its notebook's annotation."""
+        problems = []
+        for step in workflow.steps.values():
+            if step.info is None:
+                continue
+            for input_name, source in step.spec.inputs.items():
+                origin, name = parse_wire(source)
+                if origin != "params":
+                    continue
+                param = step.info.parameters[input_name]
+                problem = contracts.check_parameter(param.annotation, params[name])
+                if problem:
+                    problems.append(
+                        f"{workflow.path}: steps.{step.id}.inputs.{input_name}: params.{name}: {problem} "
+                        f"({step.notebook.name} declares {input_name}: {param.annotation})"
+                    )
+        if problems:
+            raise InvalidInput("\n".join(problems))
+
+    def check_entitlements(self, workflow: Workflow, principal: str) -> None:
+        """Deny by default: every step's `requires` against the principal's roles; a denial is audited."""
+        denied = []
+        for sid in workflow.order:
+            missing = self.access.missing(principal, workflow.steps[sid].spec.requires)
+            if missing:
+                denied.append((sid, missing))
+        if not denied:
+            return
+        self.ledger.audit(
+            AuditEvent(principal, "run.denied", workflow.name, {"steps": {sid: missing for sid, missing in denied}})
+        )
+        roles = ", ".join(sorted(self.access.roles_of(principal))) or "no roles"
+        lines = [f"step {sid!r} requires {', '.join(missing)}" for sid, missing in denied]
+        raise PermissionDenied(f"{principal!r} ({roles}) may not run {workflow.name}: " + "; ".join(lines))
+
+    def _redactor(self, workflow: Workflow, params: dict[str, Any]) -> Redactor:
+        redactor = Redactor(workflow.spec.policy.redact)
+        redactor.add_secrets(redactor.secret_values_of(params))
+        return redactor
+
+    # ---- a new run ---------------------------------------------------------
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        workflow = request.workflow
+        params = workflow.resolve_params(request.params)
+        self.check_parameters(workflow, params)
+        env = request.env or self.project.settings.get("default_env")
+        if env is not None and workflow.spec.environments and env not in workflow.spec.environments:
+            known = ", ".join(workflow.spec.environments)
+            raise InvalidInput(
+                f"{workflow.path}: --env {env}: the workflow has no environment {env!r} (its environments: {known})"
+            )
+        self.check_entitlements(workflow, request.principal)
+        engine = get_engine(request.engine)  # an unknown engine is refused here
+        task_env = task_environment(workflow, env, request.llm)  # a broken model or environment config too
+
+        t0 = time.perf_counter()
+        lock = compute_lock(workflow)
+        snapshot(workflow, lock, self.store)
+        run_id = new_run_id()
+        workers = request.workers or os.cpu_count() or 1
+        redactor = self._redactor(workflow, params)
+        run_row = {
+            "run_id": run_id,
+            "workflow": workflow.name,
+            "bundle_id": lock["bundle_id"],
+            "version": workflow.version,
+            "env": env,
+            "principal": request.principal,
+            "params": redactor.named(params),
+            "status": "running",
+            "started_at": utcnow(),
+            "scenario_id": request.scenario_id,
+            "baseline_of": request.baseline_of,
+            "manifest": str(workflow.path),
+            "engine": engine.name,
+            "isolation": engine.isolation,
+            "workers": workers,
+            "pid": os.getpid(),
+            **provenance(self.project.root),
+        }
+        step_rows = [
+            {
+                "run_id": run_id,
+                "step_id": sid,
+                "status": "pending",
+                "attempts": 0,
+                "notebook": str(workflow.steps[sid].notebook) if workflow.steps[sid].notebook else None,
+            }
+            for sid in workflow.order
+        ]
+        bundle_row = {
+            "bundle_id": lock["bundle_id"],
+            "workflow": workflow.name,
+            "version": workflow.version,
+            "lock": lock,
+            "created_at": utcnow(),
+        }
+        self.ledger.start_run(
+            bundle_row,
+            run_row,
+            step_rows,
+            AuditEvent(
+                request.principal,
+                "run.started",
+                run_id,
+                {
+                    "workflow": workflow.name,
+                    "version": workflow.version,
+                    "bundle_id": lock["bundle_id"],
+                    "env": env,
+                    "scenario": request.scenario_id,
+                },
+            ),
+        )
+        state = _RunState(
+            run_id=run_id,
+            workflow=workflow,
+            params=params,
+            principal=request.principal,
+            env=env,
+            workers=workers,
+            engine=engine.name,
+            fresh=request.fresh,
+            lock=lock,
+            redactor=redactor,
+            statuses={sid: "pending" for sid in workflow.order},
+            task_env=task_env,
+        )
+        outcome = self._execute(state)
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+
+    # ---- resuming ----------------------------------------------------------
+
+    def resume(
+        self,
+        run_id: str,
+        principal: str,
+        params: dict[str, Any] | None = None,
+        workers: int | None = None,
+        fresh: bool = False,
+    ) -> RunOutcome:
+        """Continue a failed, interrupted or waiting run; completed steps are not run again."""
+        run = self.ledger.run(run_id)
+        if run is None:
+            raise InvalidInput(f"no run {run_id!r}")
+        if run["status"] == "succeeded":
+            return RunOutcome(run_id=run_id, status="succeeded", steps={})
+        if run["status"] == "rejected":
+            raise InvalidInput(f"run {run_id} was rejected at an approval: it cannot be resumed; start a new run")
+        if run["status"] == "running" and _pid_alive(run["pid"]) and run["pid"] != os.getpid():
+            raise InvalidInput(f"run {run_id} is still running (process {run['pid']}); wait for it, or stop it first")
+        workflow = load_workflow(run["manifest"])
+        recorded = dict(run["params"] or {})
+        given = dict(params or {})
+        hidden = [k for k, v in recorded.items() if v == REDACTED and k not in given]
+        if hidden:
+            raise InvalidInput(
+                f"run {run_id}: parameter(s) {', '.join(hidden)} were redacted; give them again with -p NAME=VALUE"
+            )
+        recorded.update(given)
+        resolved = workflow.resolve_params(recorded)
+        self.check_entitlements(workflow, run["principal"])
+
+        t0 = time.perf_counter()
+        lock = compute_lock(workflow)
+        if lock["bundle_id"] != run["bundle_id"]:
+            print(
+                f"warning: the workflow's files changed since run {run_id} started "
+                f"(bundle {run['bundle_id'][:12]} -> {lock['bundle_id'][:12]}); remaining steps use the current files",
+                file=sys.stderr,
+            )
+        snapshot(workflow, lock, self.store)
+        steps = {s["step_id"]: s for s in self.ledger.steps(run_id)}
+        statuses = {}
+        for sid in workflow.order:
+            status = steps.get(sid, {}).get("status", "pending")
+            statuses[sid] = status if status in DONE_OK else "pending"
+        values = {}
+        for out in self.ledger.outputs(run_id):
+            if statuses.get(out["step_id"]) in DONE_OK:
+                values[(out["step_id"], out["name"])] = out["artifact"] if out["type"] == "table" else out["value"]
+        self.ledger.resume_run(
+            run_id,
+            os.getpid(),
+            AuditEvent(
+                principal, "run.resumed", run_id, {"steps_done": sorted(s for s, v in statuses.items() if v in DONE_OK)}
+            ),
+        )
+        state = _RunState(
+            run_id=run_id,
+            workflow=workflow,
+            params=resolved,
+            principal=run["principal"],
+            env=run["env"],
+            workers=workers or run["workers"] or os.cpu_count() or 1,
+            engine=run["engine"] or "papermill",
+            fresh=fresh,
+            lock=lock,
+            redactor=self._redactor(workflow, resolved),
+            statuses=statuses,
+            values=values,
+            attempts={sid: (steps.get(sid, {}).get("attempts") or 0) for sid in workflow.order},
+            task_env=task_environment(workflow, run["env"], None),
+        )
+        outcome = self._execute(state)
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+
+    # ---- approvals ---------------------------------------------------------
+
+    def approve(
+        self, run_id: str, step_id: str, principal: str, reject: bool = False, comment: str | None = None
+    ) -> str:
+        """Record a decision on a waiting approval step; returns the decision."""
+        run = self.ledger.run(run_id)
+        if run is None:
+            raise InvalidInput(f"no run {run_id!r}")
+        workflow = load_workflow(run["manifest"])
+        step = workflow.steps.get(step_id)
+        if step is None or not step.is_approval:
+            gates = ", ".join(s.id for s in workflow.steps.values() if s.is_approval) or "none"
+            raise InvalidInput(f"run {run_id}: {step_id!r} is not an approval step (approval steps: {gates})")
+        row = self.ledger.step(run_id, step_id)
+        if row is None or row["status"] != "waiting":
+            found = row["status"] if row else "not reached"
+            raise InvalidInput(f"run {run_id}: step {step_id} is not waiting for a decision (it is {found})")
+        try:
+            self.access.check_approver(principal, step.spec.approval.approvers, run["principal"])
+        except PermissionDenied as exc:
+            self.ledger.audit(AuditEvent(principal, "approval.denied", f"{run_id}/{step_id}", {"reason": exc.message}))
+            raise
+        decision = "rejected" if reject else "approved"
+        self.ledger.record_decision(
+            {
+                "run_id": run_id,
+                "step_id": step_id,
+                "decision": decision,
+                "principal": principal,
+                "comment": comment,
+                "decided_at": utcnow(),
+            },
+            AuditEvent(principal, f"approval.{decision}", f"{run_id}/{step_id}", {"comment": comment}),
+        )
+        return decision
+
+    # ---- the loop ----------------------------------------------------------
+
+    def _execute(self, state: _RunState) -> RunOutcome:
+        workflow = state.workflow
+        failures: list[StepResult] = []
+        waiting: list[str] = []
+        progress = Progress(len(workflow.order), "steps done", enabled=None if self.progress else False)
+        sorter = graphlib.TopologicalSorter({s.id: s.depends_on for s in workflow.steps.values()})
+        sorter.prepare()
+        executor = self.executor_factory(state.workers)
+        running: dict[Future, StepTask] = {}
+        delayed: list[tuple[float, StepTask]] = []
+        run_started = utcnow()
+        try:
+            while sorter.is_active():
+                ready = list(sorter.get_ready())
+                while ready:
+                    sid = ready.pop(0)
+                    status = self._start(state, sid, executor, running, failures, waiting, progress)
+                    if status != "waiting" and status != "running":
+                        sorter.done(sid)
+                        ready.extend(sorter.get_ready())
+                moment = time.monotonic()
+                for due, task in [d for d in delayed if d[0] <= moment]:
+                    delayed.remove((due, task))
+                    running[executor.submit(task)] = task
+                if not running and not delayed:
+                    break  # only waiting steps are left
+                timeout = max(0.0, min(d for d, _ in delayed) - time.monotonic()) if delayed else None
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    result = future.result()
+                    retry = self._retry_of(state, task, result)
+                    if retry is not None:
+                        self._record_attempt(state, result)
+                        delayed.append(retry)
+                        continue
+                    self._finish(state, result, failures, progress)
+                    sorter.done(task.step_id)
+        finally:
+            executor.shutdown()
+            progress.close()
+        return self._close(state, run_started, failures, waiting)
+
+    def _start(
+        self,
+        state: _RunState,
+        sid: str,
+        executor: Executor,
+        running: dict[Future, StepTask],
+        failures: list[StepResult],
+        waiting: list[str],
+        progress: Progress,
+    ) -> str:
+        """Decide what a ready step does: already done, skipped, gated, cached, or submitted."""
+        step = state.workflow.steps[sid]
+        if state.statuses[sid] in DONE_OK:
+            return state.statuses[sid]
+        if any(state.statuses[d] not in DONE_OK for d in step.depends_on):
+            return self._set_status(state, sid, "skipped", progress)
+        if step.is_approval:
+            return self._gate(state, sid, waiting, progress)
+        task = self._task(state, sid)
+        if isinstance(task, StepResult):  # the inputs failed their contract
+            self._finish(state, task, failures, progress)
+            return task.status
+        key = self._cache_key(state, sid, task)
+        if step.spec.cache and not state.fresh and self._cached(state, sid, task, key):
+            progress.advance(f"{sid}: cached")
+            return "cached"
+        state.statuses[sid] = "running"
+        self.ledger.update_step(
+            state.run_id, sid, status="running", started_at=utcnow(), attempts=task.attempt, cache_key=key
+        )
+        running[executor.submit(task)] = task
+        return "running"
+
+    def _set_status(self, state: _RunState, sid: str, status: str, progress: Progress) -> str:
+        state.statuses[sid] = status
+        self.ledger.update_step(state.run_id, sid, status=status)
+        progress.advance(f"{sid}: {status}")
+        return status
+
+    def _gate(self, state: _RunState, sid: str, waiting: list[str], progress: Progress) -> str:
+        """An approval step: approved, rejected, expired, or waiting for a decision."""
+        approval = state.workflow.steps[sid].spec.approval
+        decision = self.ledger.decision(state.run_id, sid)
+        if decision is not None:
+            status = decision["decision"]
+            self.ledger.update_step(state.run_id, sid, status=status, ended_at=utcnow())
+            state.statuses[sid] = status
+            progress.advance(f"{sid}: {status}")
+            return status
+        row = self.ledger.step(state.run_id, sid)
+        since = row["started_at"] if row else None
+        if (
+            since is not None
+            and approval.timeout
+            and (now() - since).total_seconds() > parse_duration(approval.timeout)
+        ):
+            self.ledger.record_decision(
+                {
+                    "run_id": state.run_id,
+                    "step_id": sid,
+                    "decision": "rejected",
+                    "principal": "kit",
+                    "comment": f"no decision within {approval.timeout}",
+                    "decided_at": utcnow(),
+                },
+                AuditEvent("kit", "approval.expired", f"{state.run_id}/{sid}", {"timeout": approval.timeout}),
+                step_status="rejected",
+            )
+            state.statuses[sid] = "rejected"
+            progress.advance(f"{sid}: rejected")
+            return "rejected"
+        self.ledger.step_waiting(state.run_id, sid)
+        state.statuses[sid] = "waiting"
+        waiting.append(sid)
+        return "waiting"
+
+    def _task(self, state: _RunState, sid: str) -> StepTask | StepResult:
+        step = state.workflow.steps[sid]
+        parameters: dict[str, Any] = {}
+        problems = []
+        for input_name, source in step.spec.inputs.items():
+            origin, name = parse_wire(source)
+            value = state.params[name] if origin == "params" else state.values[(origin, name)]
+            if origin != "params":
+                problem = contracts.check_parameter(step.info.parameters[input_name].annotation, value)
+                if problem:
+                    problems.append(f"input {input_name!r} from {source}: {problem}")
+            parameters[input_name] = value
+        attempt = state.attempts.get(sid, 0) + 1
+        if problems:
+            moment = utcnow()
+            return StepResult(
+                step_id=sid,
+                attempt=attempt,
+                status="failed",
+                started_at=moment,
+                ended_at=moment,
+                duration_ms=0.0,
+                error_type="ParameterError",
+                error_message="; ".join(problems),
+            )
+        run_dir = self.project.runs_dir / state.run_id
+        return StepTask(
+            run_id=state.run_id,
+            step_id=sid,
+            attempt=attempt,
+            notebook=str(step.notebook),
+            workdir=str(step.notebook.parent),
+            parameters=parameters,
+            outputs=dict(step.spec.outputs),
+            output_notebook=str(run_dir / f"{sid}.ipynb"),
+            spool=str(run_dir / ".spool" / f"{sid}-{attempt}"),
+            objects=str(self.store.root),
+            engine=state.engine,
+            timeout=step.spec.timeout,
+            env=dict(state.task_env),
+            redact=list(state.workflow.spec.policy.redact),
+            secret_values=sorted(state.redactor.secrets),
+        )
+
+    # ---- retries -----------------------------------------------------------
+
+    def _retry_of(self, state: _RunState, task: StepTask, result: StepResult) -> tuple[float, StepTask] | None:
+        """The next attempt, due after exponential backoff with jitter, or None."""
+        retries = state.workflow.steps[task.step_id].spec.retries
+        attempt_here = task.attempt - state.attempts.get(task.step_id, 0)
+        if result.ok or attempt_here >= retries.attempts:
+            return None
+        if retries.retry_on and result.error_type not in retries.retry_on:
+            return None
+        run_dir = self.project.runs_dir / state.run_id
+        nxt = StepTask(
+            **{
+                **task.__dict__,
+                "attempt": task.attempt + 1,
+                "spool": str(run_dir / ".spool" / f"{task.step_id}-{task.attempt + 1}"),
+            }
+        )
+        return time.monotonic() + backoff.delay(attempt_here, retries.backoff), nxt
+
+    def _record_attempt(self, state: _RunState, result: StepResult) -> None:
+        """A failed attempt that will be retried: its span and error, the step still running."""
+        step, spans, outputs = self._result_rows(state, result)
+        step["status"] = "running"
+        self.ledger.record_step(step, spans, outputs)
+
+    # ---- the cache ---------------------------------------------------------
+
+    def _cache_key(self, state: _RunState, sid: str, task: StepTask) -> str:
+        """Notebook, inputs, components and environment config: unchanged means the same outputs."""
+        step = state.workflow.steps[sid]
+        base = state.workflow.dir
+        files = state.lock["files"]
+        notebook_key = (
+            step.notebook.relative_to(base).as_posix() if step.notebook.is_relative_to(base) else str(step.notebook)
+        )
+        notebooks = {
+            s.notebook.relative_to(base).as_posix()
+            for s in state.workflow.steps.values()
+            if s.notebook is not None and s.notebook.is_relative_to(base)
+        }
+        context = {k: v for k, v in files.items() if k not in notebooks and k != state.workflow.path.name}
+        return digest(
+            {
+                "notebook": files.get(notebook_key),
+                "inputs": task.parameters,
+                "outputs": task.outputs,
+                "components": state.lock["components"],
+                "context": context,
+                "env": state.env,
+                "engine": state.engine,
+                "kernel_env": {k: v for k, v in state.task_env.items() if k != "KIT_LLM_RECORDINGS"},
+            }
+        )
+
+    def _cached(self, state: _RunState, sid: str, task: StepTask, key: str) -> bool:
+        hit = self.ledger.cache_hit(key, sid, state.run_id)
+        if hit is None:
+            return False
+        origin = hit["origin"]
+        outputs = self.ledger.outputs(origin, sid)
+        if {o["name"] for o in outputs} != set(task.outputs):
+            return False
+        for out in outputs:
+            if out["type"] == "table" and not self.store.has(out["artifact"]):
+                return False
+            if REDACTED in canonical_json(out["value"]):
+                return False  # a redacted value cannot stand in for the real one
+        moment = utcnow()
+        for out in outputs:
+            state.values[(sid, out["name"])] = out["artifact"] if out["type"] == "table" else out["value"]
+        state.statuses[sid] = "cached"
+        self.ledger.record_step(
+            {
+                "run_id": state.run_id,
+                "step_id": sid,
+                "status": "cached",
+                "attempts": 0,
+                "started_at": moment,
+                "ended_at": moment,
+                "duration_ms": 0.0,
+                "cache_key": key,
+                "cached_from": origin,
+                "notebook": str(state.workflow.steps[sid].notebook),
+                "executed_notebook": hit["executed_notebook"],
+                "error_type": None,
+                "error_message": None,
+                "error_cell": None,
+                "error_source": None,
+                "traceback": None,
+            },
+            [
+                {
+                    "run_id": state.run_id,
+                    "span_id": new_span_id(),
+                    "parent_id": state.run_span,
+                    "step_id": sid,
+                    "name": sid,
+                    "kind": "step",
+                    "started_at": moment,
+                    "ended_at": moment,
+                    "status": "ok",
+                    "attributes": {"cached_from": origin},
+                }
+            ],
+            [{**o, "run_id": state.run_id} for o in outputs],
+        )
+        return True
+
+    # ---- results -----------------------------------------------------------
+
+    def _finish(self, state: _RunState, result: StepResult, failures: list[StepResult], progress: Progress) -> None:
+        sid = result.step_id
+        state.statuses[sid] = result.status
+        state.redactor.add_secret_names(result.secrets)
+        for name in ("error_message", "error_source", "traceback"):  # what the CLI prints is redacted too
+            setattr(result, name, state.redactor.text(getattr(result, name)))
+        if result.ok:
+            for out in result.outputs:
+                state.values[(sid, out.name)] = out.artifact if out.type == "table" else out.value
+        else:
+            failures.append(result)
+        for warning in result.warnings:
+            print(f"warning: step {sid}: {warning}", file=sys.stderr)
+        self.ledger.record_step(*self._result_rows(state, result))
+        progress.advance(f"{sid}: {result.status}")
+
+    def _result_rows(self, state: _RunState, result: StepResult) -> tuple[dict, list[dict], list[dict]]:
+        """The step row's fields, the spans and the outputs of one attempt, redacted."""
+        redactor = state.redactor
+        redactor.add_secret_names(result.secrets)
+        text = redactor.text
+        sid, run_id = result.step_id, state.run_id
+        step_row = {
+            "run_id": run_id,
+            "step_id": sid,
+            "status": result.status,
+            "attempts": result.attempt,
+            "started_at": result.started_at,
+            "ended_at": result.ended_at,
+            "duration_ms": result.duration_ms,
+            "notebook": str(state.workflow.steps[sid].notebook),
+            "executed_notebook": result.executed_notebook,
+            "error_type": result.error_type,
+            "error_message": text(result.error_message),
+            "error_cell": result.error_cell,
+            "error_source": text(result.error_source),
+            "traceback": text(result.traceback),
+        }
+        attempt_span = new_span_id()
+        spans = [
+            {
+                "run_id": run_id,
+                "span_id": attempt_span,
+                "parent_id": state.run_span,
+                "step_id": sid,
+                "name": sid,
+                "kind": "step",
+                "started_at": result.started_at,
+                "ended_at": result.ended_at,
+                "status": "ok" if result.ok else "error",
+                "attributes": {
+                    "attempt": result.attempt,
+                    "duration_ms": result.duration_ms,
+                    **({"error.type": result.error_type} if result.error_type else {}),
+                },
+            }
+        ]
+        for span in result.spans:
+            spans.append(
+                {
+                    "run_id": run_id,
+                    "span_id": span.get("span_id") or new_span_id(),
+                    "parent_id": span.get("parent_id") or attempt_span,
+                    "step_id": sid,
+                    "name": str(span.get("name")),
+                    "kind": str(span.get("kind") or "custom"),
+                    "started_at": ledger_time(span.get("started_at")),
+                    "ended_at": ledger_time(span.get("ended_at")),
+                    "status": span.get("status") or "ok",
+                    "attributes": _span_attributes(redactor, span.get("attributes") or {}),
+                }
+            )
+        outputs = [self._output_row(state, sid, o) for o in result.outputs] if result.ok else []
+        return step_row, spans, outputs
+
+    def _output_row(self, state: _RunState, sid: str, out: OutputRecord) -> dict[str, Any]:
+        value = out.value
+        if out.type != "table":
+            value = REDACTED if state.redactor.matches(out.name) else state.redactor.value(value)
+        return {
+            "run_id": state.run_id,
+            "step_id": sid,
+            "name": out.name,
+            "type": out.type,
+            "value": value,
+            "artifact": out.artifact,
+            "size_bytes": out.size_bytes,
+        }
+
+    def _close(self, state: _RunState, run_started: str, failures: list[StepResult], waiting: list[str]) -> RunOutcome:
+        statuses = state.statuses
+        if any(s == "failed" for s in statuses.values()):
+            run_status = "failed"
+        elif any(s == "rejected" for s in statuses.values()):
+            run_status = "rejected"
+        elif waiting:
+            run_status = "waiting"
+        else:
+            run_status = "succeeded"
+        ended = utcnow()
+        self.ledger.finish_run(
+            state.run_id,
+            run_status,
+            None if run_status == "waiting" else ended,
+            {
+                "run_id": state.run_id,
+                "span_id": state.run_span,
+                "parent_id": None,
+                "step_id": None,
+                "name": state.workflow.name,
+                "kind": "run",
+                "started_at": run_started,
+                "ended_at": ended,
+                "status": run_status,
+                "attributes": {"params": state.redactor.named(state.params)},
+            },
+            AuditEvent(state.principal, f"run.{run_status}", state.run_id, {"steps": dict(statuses)}),
+        )
+        return RunOutcome(
+            run_id=state.run_id,
+            status=run_status,
+            steps=dict(statuses),
+            failures=failures,
+            bundle_id=state.lock["bundle_id"],
+            waiting=waiting,
+            values={f"{sid}.{name}": value for (sid, name), value in state.values.items()},
+        )

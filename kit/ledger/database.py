@@ -1,0 +1,399 @@
+"""The ledger's file: one DuckDB database, `.kit/ledger.duckdb`, and how kit writes and reads it.
+
+DuckDB lets one process hold a file read-write, and while it does no other process may
+open it at all (FIELD-NOTES). So writes are short transactions behind a cross-process
+file lock. The coordinating process keeps its write connection for `LEASE` seconds
+after a transaction (`LEASE_MAX` at most in all), so a run's many small writes share
+one connection and readers in other processes (a notebook, `kit sql`, the explorer)
+still get their turn. A connection that cannot be had within the wait (someone holds
+the file) does not fail the write: its batch is journaled to `.kit/pending/` and
+applied, exactly once, by the next transaction of any kit process.
+
+A write is a batch of operations simple enough to journal as JSON:
+``("insert", table, rows)`` (never replaces a row: a duplicate key is an error),
+``("insert_absent", table, rows)`` (rows whose key exists already are left as they are),
+``("sql", statement, params)`` (an UPDATE or DELETE the `Ledger` composed) and
+``("audit", entry)`` (an audit entry, chained to the last one inside the transaction).
+Only `kit.ledger.ledger.Ledger` builds them; everything else calls its named operations.
+
+Reading never creates the file: before the first write, reads see empty tables.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kit.base.backoff import delay
+from kit.base.clock import utcnow
+from kit.errors import InvalidInput, KitError
+from kit.ledger.schema import JSON_COLUMNS, MIGRATIONS, SCHEMA_VERSION
+
+LEASE = 0.3  # seconds a write connection stays open after its last transaction
+LEASE_MAX = 1.0  # seconds it may stay open in all, however busy the run
+BULK_ROWS = 500  # from here on, Arrow beats executemany by far (it costs an import of pyarrow)
+
+
+class _Lease:
+    """The process's write connection to one ledger file, and the file lock that goes with it."""
+
+    def __init__(self) -> None:
+        self.guard = threading.RLock()
+        self.con = None
+        self.lock = None
+        self.timer: threading.Timer | None = None
+        self.leased_at = 0.0
+
+
+_LEASES: dict[str, _Lease] = {}
+_LEASES_GUARD = threading.Lock()
+
+
+def _lease_of(path: Path) -> _Lease:
+    with _LEASES_GUARD:
+        return _LEASES.setdefault(str(path.resolve()), _Lease())
+
+
+@atexit.register
+def _release_leases() -> None:
+    for path in list(_LEASES):
+        Database(path).release()
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used by another process" in text
+
+
+class Busy(Exception):
+    """The ledger stayed locked by another process for the whole wait."""
+
+
+class Database:
+    """Transactions, journaled batches and reads on one ledger file; knows no table but its own."""
+
+    def __init__(self, path: str | Path, wait: float | None = None):
+        self.path = Path(path)
+        self.lock_path = self.path.with_suffix(".lock")
+        self.pending_dir = self.path.parent / "pending"
+        self.wait = float(os.environ.get("KIT_LEDGER_WAIT", 15.0)) if wait is None else wait
+        self._journaling = False  # after one busy wait, don't wait long again until a write goes through
+        self._lease = _lease_of(self.path)
+
+    # ---- connections -------------------------------------------------------
+
+    def _connect(self, read_only: bool, wait: float):
+        import duckdb
+
+        deadline = time.monotonic() + wait
+        attempt = 0
+        while True:
+            try:
+                if read_only:
+                    return duckdb.connect(str(self.path), read_only=True, config={"enable_external_access": False})
+                con = duckdb.connect(str(self.path), config={"checkpoint_threshold": "1MB"})
+                # Closing would checkpoint after every short transaction; let the WAL (durable
+                # all the same) grow to the threshold instead: writes cost half as much.
+                con.execute("PRAGMA disable_checkpoint_on_shutdown")
+                return con
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    raise
+            attempt += 1
+            time.sleep(delay(attempt, 0.01, cap=0.25, jitter=1.0))
+
+    def _open_lease(self, wait: float):
+        """The write connection: the lease's, or a new one behind the cross-process file lock."""
+        import duckdb
+        from filelock import FileLock, Timeout
+
+        if self._lease.con is not None:
+            return self._lease.con
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path), thread_local=False)
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise Busy() from None
+        try:
+            con = self._connect(read_only=False, wait=wait)
+            self._migrate(con)
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, duckdb.Error) and _is_lock_error(exc):
+                raise Busy() from None
+            raise
+        self._lease.con, self._lease.lock = con, lock
+        self._lease.leased_at = time.monotonic()
+        return con
+
+    def release(self) -> None:
+        """Close the leased connection and let other processes in."""
+        with self._lease.guard:
+            if self._lease.timer is not None:
+                self._lease.timer.cancel()
+                self._lease.timer = None
+            if self._lease.con is not None:
+                try:
+                    self._lease.con.close()
+                finally:
+                    self._lease.con = None
+                    self._lease.lock.release()
+                    self._lease.lock = None
+
+    def _renew(self) -> None:
+        """Keep the connection a little longer; but never past LEASE_MAX, so readers get their turn."""
+        if time.monotonic() - self._lease.leased_at > LEASE_MAX:
+            self.release()
+            return
+        if self._lease.timer is not None:
+            self._lease.timer.cancel()
+        self._lease.timer = threading.Timer(LEASE, self.release)
+        self._lease.timer.daemon = True
+        self._lease.timer.start()
+
+    @contextmanager
+    def transaction(self, wait: float | None = None) -> Iterator[Any]:
+        """A write transaction; applies journaled batches first."""
+        wait = self.wait if wait is None else wait
+        with self._lease.guard:
+            con = self._open_lease(wait)
+            try:
+                drained = self._drain_pending(con)
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            except BaseException:
+                self.release()
+                raise
+            for path in drained:
+                path.unlink(missing_ok=True)
+            self._renew()
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the file and give freed pages back (after deletions)."""
+        with self._lease.guard:
+            self._open_lease(self.wait).execute("CHECKPOINT")
+            self._renew()
+
+    def _migrate(self, con) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
+        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise KitError(
+                f"{self.path}: the ledger's schema is version {current}, newer than this kit "
+                f"(knows {SCHEMA_VERSION}): upgrade kit"
+            )
+        for version, sql in MIGRATIONS:
+            if version > current:
+                con.execute("BEGIN TRANSACTION")
+                con.execute(sql)
+                con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, utcnow()])
+                con.execute("COMMIT")
+
+    # ---- writing -----------------------------------------------------------
+
+    def write(self, *ops: tuple, wait: float | None = None) -> bool:
+        """Apply `ops` in one transaction; journal them if the file stays busy. True if written now."""
+        batch = {"batch_id": uuid.uuid4().hex, "ops": list(ops)}
+        if wait is None and self._journaling:
+            wait = min(self.wait, 0.2)
+        try:
+            with self.transaction(wait=wait) as con:
+                apply(con, batch["ops"])
+        except Busy:
+            self._journal(batch)
+            self._journaling = True
+            return False
+        self._journaling = False
+        return True
+
+    def _journal(self, batch: dict) -> None:
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{batch['batch_id']}.json"
+        tmp = self.pending_dir / (".tmp-" + name)
+        with open(tmp, "w") as fh:
+            json.dump(batch, fh, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.pending_dir / name)
+
+    def flush(self, wait: float | None = None) -> bool:
+        """Apply journaled batches now; False when the file stayed busy (they stay journaled)."""
+        if not self.pending():
+            return True
+        try:
+            with self.transaction(wait=wait):
+                pass
+        except Busy:
+            return False
+        return True
+
+    def pending(self) -> list[Path]:
+        if not self.pending_dir.is_dir():
+            return []
+        return sorted(p for p in self.pending_dir.glob("*.json") if not p.name.startswith(".tmp-"))
+
+    def _drain_pending(self, con) -> list[Path]:
+        done = []
+        for path in self.pending():
+            try:
+                batch = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a torn journal file cannot exist (atomic rename); skip what we cannot read
+            seen = con.execute("SELECT 1 FROM ledger_batches WHERE batch_id = ?", [batch["batch_id"]]).fetchall()
+            if not seen:
+                con.execute("BEGIN TRANSACTION")
+                apply(con, [tuple(op) for op in batch["ops"]])
+                con.execute("INSERT INTO ledger_batches VALUES (?, ?)", [batch["batch_id"], utcnow()])
+                con.execute("COMMIT")
+            done.append(path)
+        return done
+
+    # ---- reading -----------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self, sql: str, params: list | None = None, wait: float | None = None) -> tuple[list[str], list[tuple]]:
+        """Run a read-only query; column names and rows. JSON columns come back as values."""
+        if self.exists and self.pending():
+            self.flush(wait=min(self.wait, 1.0))  # journaled rows first, so a reader sees them
+        with self._lease.guard:
+            if self._lease.con is not None:  # this process holds the lease: read through it
+                return _fetch(self._lease.con, sql, params)
+        if not self.exists:
+            return _fetch(_empty_ledger(), sql, params)
+        con = self._connect(read_only=True, wait=self.wait if wait is None else wait)
+        try:
+            return _fetch(con, sql, params)
+        finally:
+            con.close()
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+        columns, rows = self.read(sql, params)
+        return [dict(zip(columns, row)) for row in rows]
+
+    def user_query(self, sql: str) -> tuple[list[str], list[tuple]]:
+        """A user's SQL: read statements only (`kit sql`)."""
+        import duckdb
+
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"kit sql: {exc}") from None
+        if not statements:
+            raise InvalidInput("kit sql: no statement given")
+        allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+        for statement in statements:
+            if statement.type not in allowed:
+                raise InvalidInput(
+                    f"kit sql is read-only: refused a {statement.type.name} statement "
+                    "(only SELECT, WITH ... SELECT and EXPLAIN run here)"
+                )
+        try:
+            return self.read(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"kit sql: {str(exc).splitlines()[0]}") from None
+
+
+_EMPTY = threading.local()
+
+
+def _empty_ledger():
+    """An in-memory ledger with every table and no rows: what reads see before the first write."""
+    con = getattr(_EMPTY, "con", None)
+    if con is None:
+        import duckdb
+
+        con = duckdb.connect(":memory:")
+        Database(Path(":memory:"))._migrate(con)
+        _EMPTY.con = con
+    return con
+
+
+def _fetch(con, sql: str, params: list | None) -> tuple[list[str], list[tuple]]:
+    cursor = con.execute(sql, params or [])
+    description = cursor.description or []
+    rows = cursor.fetchall()
+    json_columns = [i for i, d in enumerate(description) if str(d[1]) == "JSON"]
+    if json_columns:  # JSON columns come back as text: give callers the values
+        rows = [
+            tuple(json.loads(v) if i in json_columns and isinstance(v, str) else v for i, v in enumerate(row))
+            for row in rows
+        ]
+    return [d[0] for d in description], rows
+
+
+# ---- applying a batch ---------------------------------------------------------
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns take Python values (a str becomes a JSON string, None stays NULL)."""
+    return {k: json.dumps(v, default=str) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
+
+
+def _arrow_type(pa, values: list[Any]):
+    """The column's Arrow type from its first value: inferring it costs more than the insert."""
+    sample = next((v for v in values if v is not None), None)
+    for python_type, arrow_type in ((bool, pa.bool_()), (int, pa.int64()), (float, pa.float64()), (str, pa.string())):
+        if isinstance(sample, python_type):
+            return arrow_type
+    return None
+
+
+def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = False) -> None:
+    """INSERT: a row whose key exists already is refused (or, `keep_existing`, skipped), never replaced."""
+    verb = "INSERT OR IGNORE INTO" if keep_existing else "INSERT INTO"
+    if len(rows) >= BULK_ROWS:
+        import pyarrow as pa
+
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        arrays = {}
+        for column in columns:  # column by column: far cheaper than a table built from row dicts
+            values = [r.get(column) for r in rows]
+            if column in JSON_COLUMNS:
+                dumps = json.JSONEncoder(default=str).encode
+                values = [None if v is None else dumps(v) for v in values]
+            arrays[column] = pa.array(values, type=_arrow_type(pa, values))
+        data = pa.table(arrays)  # noqa: F841 (DuckDB reads the local by name)
+        con.execute(f"{verb} {table} BY NAME SELECT * FROM data")
+        return
+    encoded = [_encode(r) for r in rows]
+    columns = list(dict.fromkeys(k for r in encoded for k in r))
+    marks = ", ".join("?" for _ in columns)
+    con.executemany(
+        f"{verb} {table} ({', '.join(columns)}) VALUES ({marks})", [[r.get(c) for c in columns] for r in encoded]
+    )
+
+
+def apply(con, ops: list[tuple]) -> None:
+    """Apply a batch's operations on an open transaction."""
+    from kit.ledger.audit import append_entry
+
+    for op in ops:
+        kind = op[0]
+        if kind in ("insert", "insert_absent"):
+            _, table, rows = op
+            if rows:
+                _insert(con, table, rows, keep_existing=kind == "insert_absent")
+        elif kind == "sql":
+            _, statement, params = op
+            con.execute(statement, params)
+        elif kind == "audit":
+            append_entry(con, op[1])
+        else:
+            raise ValueError(f"unknown ledger operation {kind!r}")

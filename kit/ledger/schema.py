@@ -1,0 +1,67 @@
+"""The ledger's tables, as numbered migrations (DESIGN section 7).
+
+Each migration is applied once, in order, inside a write transaction; `schema_version`
+records which were. A ledger written by a newer kit (a higher version) is refused.
+Columns a user's SQL can count on are listed in the README; the others are kit's own.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE bundles (
+            bundle_id VARCHAR PRIMARY KEY, workflow VARCHAR, version VARCHAR,
+            lock JSON, created_at TIMESTAMP);
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, workflow VARCHAR, bundle_id VARCHAR, version VARCHAR,
+            env VARCHAR, principal VARCHAR, params JSON, status VARCHAR,
+            started_at TIMESTAMP, ended_at TIMESTAMP, scenario_id VARCHAR, baseline_of VARCHAR,
+            git_commit VARCHAR, manifest VARCHAR, engine VARCHAR, isolation VARCHAR,
+            workers INTEGER, kit_version VARCHAR, python_version VARCHAR, packages_hash VARCHAR,
+            pid INTEGER, error VARCHAR);
+        CREATE TABLE steps (
+            run_id VARCHAR, step_id VARCHAR, status VARCHAR, attempts INTEGER,
+            started_at TIMESTAMP, ended_at TIMESTAMP, duration_ms DOUBLE,
+            cache_key VARCHAR, cached_from VARCHAR, notebook VARCHAR, executed_notebook VARCHAR,
+            error_type VARCHAR, error_message VARCHAR, error_cell INTEGER, error_source VARCHAR,
+            traceback VARCHAR,
+            PRIMARY KEY (run_id, step_id));
+        CREATE TABLE spans (
+            run_id VARCHAR, span_id VARCHAR, parent_id VARCHAR, step_id VARCHAR,
+            name VARCHAR, kind VARCHAR, started_at TIMESTAMP, ended_at TIMESTAMP,
+            status VARCHAR, attributes JSON);
+        CREATE TABLE outputs (
+            run_id VARCHAR, step_id VARCHAR, name VARCHAR, type VARCHAR, value JSON,
+            artifact VARCHAR, size_bytes BIGINT,
+            PRIMARY KEY (run_id, step_id, name));
+        CREATE TABLE ledger_batches (batch_id VARCHAR PRIMARY KEY, applied_at TIMESTAMP);
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE comparisons (
+            run_id VARCHAR, scenario_id VARCHAR, bundle_id VARCHAR, expectation VARCHAR,
+            comparator VARCHAR, expected JSON, actual JSON, verdict VARCHAR, detail VARCHAR,
+            scenario_file VARCHAR, line INTEGER, recorded_at TIMESTAMP);
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE approvals (
+            run_id VARCHAR, step_id VARCHAR, decision VARCHAR, principal VARCHAR,
+            comment VARCHAR, decided_at TIMESTAMP);
+        CREATE TABLE audit (
+            seq BIGINT PRIMARY KEY, "at" TIMESTAMP, actor VARCHAR, action VARCHAR, subject VARCHAR,
+            detail JSON, prev_hash VARCHAR, hash VARCHAR);
+        """,
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+#: Columns holding JSON: written as JSON text, read back as values.
+JSON_COLUMNS = frozenset({"lock", "params", "attributes", "value", "expected", "actual"})

@@ -1,0 +1,326 @@
+"""The manifest, `workflow.yaml`: steps, wiring, components, environments, policy.
+
+`load_workflow` parses it (pydantic), checks it against every step notebook and
+builds the graph (`graphlib`). Everything wrong is refused here, before anything
+runs, with the file, the line and what is wrong (DESIGN section 5).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import keyword
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from kit.base.values import describe, json_problem
+from kit.base.yamlio import Located, load_yaml, validation_error
+from kit.errors import InvalidInput
+from kit.spec import contracts
+from kit.spec.notebooks import NotebookInfo, inspect_notebook
+
+
+def _as_text(value: Any) -> Any:
+    """YAML reads `version: 2` as an int and `2026-06-10` as a date; a version is text."""
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+Text = Annotated[str, BeforeValidator(_as_text)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParamSpec(Strict):
+    type: str | list[str] | None = None
+    default: Any = None
+    description: str = ""
+    enum: list[Any] | None = None
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set
+
+
+class Retries(Strict):
+    attempts: int = Field(1, ge=1, le=100)
+    backoff: float = Field(1.0, ge=0)
+    retry_on: list[str] = []
+
+
+class Approval(Strict):
+    approvers: list[str] = Field(min_length=1)
+    show: list[str] = []
+    timeout: Text | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            from kit.spec.policy import parse_duration
+
+            parse_duration(value)  # raises ValueError with the expected form
+        return value
+
+
+class StepSpec(Strict):
+    notebook: str | None = None
+    approval: Approval | None = None
+    description: str = ""
+    inputs: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    after: list[str] = []
+    requires: list[str] = []
+    retries: Retries = Retries()
+    timeout: float | None = Field(None, gt=0)
+    cache: bool = True
+
+
+class Component(Strict):
+    path: str
+    version: Text
+    description: str = ""
+
+
+class Environment(Strict):
+    config: str | None = None
+    description: str = ""
+
+
+class Policy(Strict):
+    redact: list[str] = []
+    retention: dict[str, Text] = {}
+
+
+class WorkflowSpec(Strict):
+    workflow: str
+    version: Text
+    description: str = ""
+    params: dict[str, ParamSpec] = {}
+    steps: dict[str, StepSpec]
+    components: dict[str, Component] = {}
+    environments: dict[str, Environment] = {}
+    policy: Policy = Policy()
+    evals: dict[str, Any] = {}
+
+
+@dataclass
+class Step:
+    id: str
+    spec: StepSpec
+    notebook: Path | None  # None for an approval gate
+    info: NotebookInfo | None
+    depends_on: set[str] = field(default_factory=set)
+
+    @property
+    def is_approval(self) -> bool:
+        return self.spec.approval is not None
+
+
+@dataclass
+class Workflow:
+    path: Path
+    spec: WorkflowSpec
+    steps: dict[str, Step]
+    order: list[str]  # a dependency order of step ids
+    warnings: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.spec.workflow
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The run's parameters: `given` checked against `params`, defaults filled in."""
+        problems = []
+        declared = self.spec.params
+        for name, value in given.items():
+            if name not in declared:
+                known = ", ".join(declared) or "none"
+                problems.append(f"unknown parameter {name!r} (the workflow's parameters: {known})")
+                continue
+            problem = json_problem(value, f"parameter {name!r}")
+            if problem:
+                problems.append(problem)
+                continue
+            spec = declared[name]
+            if spec.type is not None:
+                allowed = [spec.type] if isinstance(spec.type, str) else spec.type
+                if not any(contracts.is_json_type(value, t) for t in allowed if t in contracts.JSON_TYPES):
+                    problems.append(f"parameter {name!r} must be {spec.type}, got {describe(value)}: {value!r}")
+                    continue
+            if spec.enum is not None and value not in spec.enum:
+                problems.append(f"parameter {name!r} must be one of {spec.enum}, got {value!r}")
+        resolved = {}
+        for name, spec in declared.items():
+            if name in given:
+                resolved[name] = given[name]
+            elif spec.required:
+                problems.append(f"parameter {name!r} is required (give it with -p {name}=VALUE)")
+            else:
+                resolved[name] = spec.default
+        if problems:
+            raise InvalidInput("\n".join(f"{self.path}: {p}" for p in problems))
+        return resolved
+
+
+_WIRE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def parse_wire(source: Any) -> tuple[str, str] | None:
+    """`params.X` or `STEP.OUTPUT` as a pair, or None when it is neither."""
+    if not isinstance(source, str):
+        return None
+    match = _WIRE.match(source.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _identifier_problem(name: Any, what: str) -> str | None:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        return f"{what} {name!r} is not a valid identifier"
+    return None
+
+
+def load_workflow(path: str | Path) -> Workflow:
+    """Parse and check a manifest and its notebooks; raise InvalidInput listing every problem."""
+    path = Path(path).resolve()
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "expected a mapping with workflow, version and steps")
+    try:
+        spec = WorkflowSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise validation_error(doc, exc) from None
+    return _check(path, doc, spec)
+
+
+def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    def problem(loc: tuple, message: str) -> None:
+        field_name = ".".join(str(p) for p in loc)
+        problems.append(f"{doc.where(loc)}: {field_name}: {message}")
+
+    for name in spec.params:
+        if p := _identifier_problem(name, "parameter name"):
+            problem(("params", name), p)
+    if not spec.steps:
+        problem(("steps",), "a workflow needs at least one step")
+
+    steps: dict[str, Step] = {}
+    for step_id, step_spec in spec.steps.items():
+        loc = ("steps", step_id)
+        if p := _identifier_problem(step_id, "step id"):
+            problem(loc, p)
+            continue
+        if (step_spec.notebook is None) == (step_spec.approval is None):
+            problem(loc, "a step has either a notebook or an approval, not both and not neither")
+            continue
+        for out_name, out_spec in step_spec.outputs.items():
+            if p := _identifier_problem(out_name, "output name"):
+                problem(loc + ("outputs", out_name), p)
+            elif p := contracts.spec_problem(out_spec):
+                problem(loc + ("outputs", out_name), p)
+        notebook_path, info = None, None
+        if step_spec.notebook is not None:
+            notebook_path = (path.parent / step_spec.notebook).resolve()
+            if not notebook_path.is_file():
+                problem(loc + ("notebook",), f"no such notebook: {notebook_path}")
+            else:
+                try:
+                    info = inspect_notebook(notebook_path)
+                    warnings.extend(info.warnings)
+                except InvalidInput as exc:
+                    problem(loc + ("notebook",), exc.message)
+        elif step_spec.inputs or step_spec.outputs:
+            problem(loc, "an approval step has no inputs or outputs; use `after` and `approval.show`")
+        steps[step_id] = Step(step_id, step_spec, notebook_path, info)
+
+    for step in steps.values():
+        loc = ("steps", step.id)
+        for input_name, source in step.spec.inputs.items():
+            iloc = loc + ("inputs", input_name)
+            if p := _identifier_problem(input_name, "input name"):
+                problem(iloc, p)
+                continue
+            wire = parse_wire(source)
+            if wire is None:
+                problem(iloc, f"expected params.NAME or STEP.OUTPUT, found {source!r}")
+                continue
+            param = step.info.parameters.get(input_name) if step.info else None
+            if step.info is not None and param is None:
+                known = ", ".join(step.info.parameters) or "none"
+                problem(
+                    iloc, f"notebook {step.notebook.name} has no parameter {input_name!r} (its parameters: {known})"
+                )
+            origin, name = wire
+            if origin == "params":
+                if name not in spec.params:
+                    problem(iloc, f"wires params.{name}, but the workflow declares no parameter {name!r}")
+                elif param is not None and spec.params[name].type is not None:
+                    if not contracts.accepts(param.annotation, {"type": spec.params[name].type}):
+                        problem(
+                            iloc,
+                            f"params.{name} is {spec.params[name].type}, but {step.notebook.name} annotates {input_name}: {param.annotation}",
+                        )
+                continue
+            if origin not in spec.steps:
+                problem(iloc, f"wires {source}, but there is no step {origin!r}")
+                continue
+            if origin == step.id:
+                problem(iloc, f"step {step.id!r} cannot take its own output")
+                continue
+            outputs = spec.steps[origin].outputs
+            if name not in outputs:
+                known = ", ".join(outputs) or "none"
+                problem(iloc, f"wires {source}, but step {origin!r} declares no output {name!r} (its outputs: {known})")
+                continue
+            if param is not None and not contracts.accepts(param.annotation, outputs[name]):
+                kind = outputs[name] if isinstance(outputs[name], str) else "a JSON Schema type"
+                hint = (
+                    " (a table arrives as a reference string: annotate it str)"
+                    if contracts.is_table(outputs[name])
+                    else ""
+                )
+                problem(
+                    iloc,
+                    f"{source} is {kind}, but {step.notebook.name} annotates {input_name}: {param.annotation}{hint}",
+                )
+            step.depends_on.add(origin)
+        for index, other in enumerate(step.spec.after):
+            if other not in spec.steps:
+                problem(loc + ("after", index), f"no step {other!r}")
+            elif other == step.id:
+                problem(loc + ("after", index), "a step cannot come after itself")
+            else:
+                step.depends_on.add(other)
+        if step.spec.approval is not None:
+            for index, shown in enumerate(step.spec.approval.show):
+                wire = parse_wire(shown)
+                if wire is None or wire[0] not in spec.steps or wire[1] not in spec.steps[wire[0]].outputs:
+                    problem(loc + ("approval", "show", index), f"{shown!r} names no declared STEP.OUTPUT")
+
+    order: list[str] = []
+    if not problems:
+        sorter = graphlib.TopologicalSorter({s.id: s.depends_on for s in steps.values()})
+        try:
+            order = list(sorter.static_order())
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            problem(("steps", cycle[0]), "the steps form a cycle: " + " -> ".join(cycle))
+
+    if problems:
+        raise InvalidInput("\n".join(problems))
+    return Workflow(path=path, spec=spec, steps=steps, order=order, warnings=warnings)
