@@ -1,15 +1,15 @@
 """kit: notebooks as typed, governed, replayable workflow steps.
 
 In a step notebook, ``import kit`` gives the notebook API: ``kit.output``,
-``kit.load``, ``kit.span``, ``kit.secret`` and ``kit.llm``. Importing kit stays cheap
+``kit.load``, ``kit.span``, ``kit.secret``, ``kit.idempotency_key`` and ``kit.llm``. Importing kit stays cheap
 because it happens in every kernel.
 """
 
-from kit.kernel.api import load, output, outputs, secret, span
+from kit.kernel.api import idempotency_key, load, output, outputs, secret, span
 
 __version__ = "0.2.0"
 
-__all__ = ["llm", "load", "output", "outputs", "secret", "span", "__version__"]
+__all__ = ["idempotency_key", "llm", "load", "output", "outputs", "secret", "span", "__version__"]
 
 
 def __getattr__(name: str):

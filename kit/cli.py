@@ -25,13 +25,24 @@ def _fail(message: str, code: int) -> None:
 
 
 class KitGroup(click.Group):
-    """kit's command group: a `KitError` from any command becomes its message and exit code."""
+    """kit's command group: a `KitError` from any command becomes its message and exit code; an I/O
+    fault (a full disk, a file that cannot be read) one line and exit 1. ``KIT_DEBUG=1`` shows tracebacks."""
 
     def invoke(self, ctx: click.Context):
+        import os
+
         try:
             return super().invoke(ctx)
         except KitError as exc:
             _fail(exc.message, exc.exit_code)
+        except OSError as exc:
+            if os.environ.get("KIT_DEBUG"):
+                raise
+            from kit.errors import NoSpace, is_no_space
+
+            if is_no_space(exc):
+                _fail(NoSpace.writing(exc.filename or "the disk").message, 1)
+            _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
 
 
 class EngineType(click.ParamType):
@@ -153,9 +164,8 @@ def report_outcome(ctx: Context, outcome) -> None:
 
 
 def _explain_waiting(ctx: Context, outcome) -> None:
-    from kit.spec.manifest import load_workflow
-
-    workflow = load_workflow(ctx.ledger.run(outcome.run_id)["manifest"])
+    """What the approver must look at, and the commands; from the run in memory (the ledger may be busy)."""
+    workflow, redactor = outcome.workflow, outcome.redactor
     for sid in outcome.waiting:
         approval = workflow.steps[sid].spec.approval
         click.echo(
@@ -164,7 +174,7 @@ def _explain_waiting(ctx: Context, outcome) -> None:
             + "."
         )
         for shown in approval.show:
-            value = outcome.values.get(shown)
+            value = redactor.value(outcome.values.get(shown)) if redactor else outcome.values.get(shown)
             click.echo(f"  {shown}: {json.dumps(value, ensure_ascii=False, indent=2)}")
         click.echo(f"  approve: kit approve {outcome.run_id} {sid} --as PRINCIPAL [--comment TEXT]")
         click.echo(f"  reject:  kit approve {outcome.run_id} {sid} --as PRINCIPAL --reject [--comment TEXT]")
@@ -205,10 +215,9 @@ def run(
     """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
     from kit.execution.coordinator import Coordinator, RunRequest
     from kit.execution.engines import default_engine
-    from kit.spec.manifest import load_workflow
     from kit.spec.policy import resolve_principal
 
-    wf = load_workflow(ctx.project.find_workflow(workflow))
+    wf = ctx.project.load_workflow(ctx.project.find_workflow(workflow))
     for warning in wf.warnings:
         click.echo(f"warning: {warning}", err=True)
     check_lock(wf, locked)
@@ -254,9 +263,8 @@ def check_lock(wf, locked: bool) -> None:
 def lock(ctx: Context, workflow: str) -> None:
     """Write workflow.lock beside WORKFLOW's manifest: file digests, component versions, bundle id."""
     from kit.bundles.lock import write_lock
-    from kit.spec.manifest import load_workflow
 
-    wf = load_workflow(ctx.project.find_workflow(workflow))
+    wf = ctx.project.load_workflow(ctx.project.find_workflow(workflow))
     path, lock_data = write_lock(wf)
     click.echo(f"wrote {path}: bundle {lock_data['bundle_id']} ({len(lock_data['files'])} files)")
 
@@ -284,7 +292,7 @@ def replay(
     if not paths:
         raise InvalidInput(f"no scenario files found in {', '.join(scenarios)}")
     runner = ScenarioRunner(ctx.project, workers=workers, engine=engine, command="replay")
-    results = [rp.replay_scenario(runner, path, baseline) for path in paths]
+    results = rp.replay_all(runner, paths, baseline)
     render = {"table": rp.as_table, "md": rp.as_markdown, "json": rp.as_json}[fmt]
     click.echo(render(results, baseline))
     sys.exit(rp.exit_code(results))
@@ -341,7 +349,10 @@ def approve(ctx: Context, run_ref: str, step: str, as_: str | None, reject: bool
     principal = resolve_principal(as_)
     decision = Coordinator(ctx.project).approve(run_id, step, principal, reject=reject, comment=comment)
     click.echo(f"{step} {decision} by {principal} in run {run_id}")
-    click.echo(f"  continue: kit resume {run_id}")
+    if decision == "approved":
+        click.echo(f"  continue: kit resume {run_id}")
+    else:
+        click.echo(f"  run {run_id} ended rejected; the steps after {step} were skipped")
 
 
 @cli.command()
@@ -366,8 +377,34 @@ def gc(ctx: Context, older_than: str | None, dry_run: bool, as_: str | None) -> 
         click.echo(
             f"kept {len(result.kept_for_scenarios)} run(s) that scenarios name: {', '.join(result.kept_for_scenarios)}"
         )
+    if result.kept_for_cache:
+        click.echo(
+            f"kept {len(result.kept_for_cache)} run(s) whose outputs cached steps use: {', '.join(result.kept_for_cache)}"
+        )
+    if result.temporary:
+        click.echo(f"removed {result.temporary} leftover temporary file(s)")
     if not dry_run and result.runs:
         click.echo(f"removed {result.objects} object(s), {result.bytes_freed / 1e6:.1f} MB")
+
+
+@cli.command()
+@pass_context
+def fsck(ctx: Context) -> None:
+    """Check every object's digest, every reference from the ledger, and the audit chain; exit 1 naming each problem."""
+    from kit.ledger.fsck import check
+    from kit.ledger.objects import ObjectStore
+
+    report = check(ctx.ledger, ObjectStore(ctx.project.objects_dir))
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    summary = (
+        f"{report.objects} objects, {report.references} references, {report.notebooks} executed notebooks, "
+        f"{report.audit_entries} audit entries"
+    )
+    if report.problems:
+        click.echo(f"kit fsck: {len(report.problems)} problem(s) in {summary}", err=True)
+        sys.exit(1)
+    click.echo(f"kit fsck: all is well ({summary})")
 
 
 @cli.group()
@@ -378,15 +415,12 @@ def audit() -> None:
 @audit.command("verify")
 @pass_context
 def audit_verify(ctx: Context) -> None:
-    """Check the audit chain; exit 1 naming the first altered or removed entry."""
-    from kit.ledger.audit import verify
-
-    rows = ctx.ledger.audit_entries()
-    problem = verify(rows)
+    """Check the audit chain (and its head kept outside the ledger); exit 1 naming the first broken entry."""
+    count, problem = ctx.ledger.verify_audit()
     if problem:
         click.echo(f"audit chain broken: {problem.message}", err=True)
         sys.exit(1)
-    click.echo(f"audit chain intact: {len(rows)} entries")
+    click.echo(f"audit chain intact: {count} entries")
 
 
 @audit.command("list")
@@ -429,15 +463,29 @@ def emit(columns: list[str], rows: list[tuple], fmt: str) -> None:
 @FORMAT
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--workflow", default=None, help="Only runs of this workflow.")
-@click.option("--status", default=None, help="Only runs with this status.")
+@click.option(
+    "--status",
+    default=None,
+    type=click.Choice(["running", "succeeded", "failed", "waiting", "rejected", "cancelled"]),
+    help="Only runs with this status.",
+)
 @pass_context
 def runs(ctx: Context, fmt: str, limit: int, workflow: str | None, status: str | None) -> None:
     """List recent runs, newest first."""
+    expire_overdue(ctx)
     columns, rows = ctx.ledger.list_runs(workflow=workflow, status=status, limit=limit)
     if not rows and fmt == "table":
         click.echo("no runs" + (" matching" if workflow or status else "") + f" in {ctx.ledger.path}")
         return
     emit(columns, rows, fmt)
+
+
+def expire_overdue(ctx: Context, run_id: str | None = None) -> None:
+    """Approvals past their deadline end their runs `rejected` as soon as a command looks (DESIGN section 6)."""
+    from kit.execution.approvals import Approvals
+
+    for run, step in Approvals(ctx.project, ctx.ledger).expire_overdue(run_id):
+        click.echo(f"note: the approval {step} of run {run} expired: the run ended rejected", err=True)
 
 
 def _brief(output: dict[str, Any]) -> str:
@@ -454,6 +502,7 @@ def show(ctx: Context, run_ref: str, fmt: str) -> None:
     """Show a run: its steps, statuses, durations, outputs, and any error with its failing cell."""
     ledger = ctx.ledger
     run_id = ledger.resolve_run(run_ref)
+    expire_overdue(ctx, run_id)
     run_row = ledger.run(run_id)
     steps = ledger.steps(run_id)
     outputs = ledger.outputs(run_id)
@@ -472,7 +521,7 @@ def show(ctx: Context, run_ref: str, fmt: str) -> None:
     click.echo(
         f"  as        {run_row['principal']}  env {run_row['env'] or '-'}  engine {run_row['engine']} ({run_row['isolation']})"
     )
-    click.echo(f"  params    {json.dumps(run_row['params'], ensure_ascii=False)}")
+    click.echo(f"  params    {brief(run_row['params'], 300)}")
     click.echo(f"  started   {cell(run_row['started_at'])}  git {(run_row['git_commit'] or '-')[:12]}")
     if run_row["scenario_id"]:
         click.echo(f"  scenario  {run_row['scenario_id']}")
@@ -481,10 +530,16 @@ def show(ctx: Context, run_ref: str, fmt: str) -> None:
         by_step.setdefault(out["step_id"], []).append(f"{out['name']}: {_brief(out)}")
     click.echo("")
     rows = [
-        (s["step_id"], s["status"], s["attempts"], s["duration_ms"], "; ".join(by_step.get(s["step_id"], [])))
+        (
+            s["step_id"],
+            s["status"],
+            s["attempts"],
+            s["duration_ms"],
+            "; ".join(by_step.get(s["step_id"], [])) or (s.get("reason") or ""),
+        )
         for s in steps
     ]
-    click.echo(format_table(["step", "status", "attempts", "ms", "outputs"], rows, max_width=90))
+    click.echo(format_table(["step", "status", "attempts", "ms", "outputs (or why not)"], rows, max_width=90))
     for s in steps:
         if s["status"] == "failed":
             click.echo(f"\nstep {s['step_id']} failed: {s['error_type']}: {s['error_message']}")
@@ -532,9 +587,11 @@ def test_command(
     from kit.verification.suite import ScenarioRunner, report_text, run_suite, select_scenarios, write_junit
 
     roots = [Path(p) for p in paths] or [ctx.project.root / "scenarios"]
+    if junit:
+        writable(junit, "--junit")
     chosen = select_scenarios(roots, tags, workflow)
     if not chosen:
-        raise InvalidInput(f"no scenario files found under {', '.join(str(r) for r in roots)}")
+        raise InvalidInput(nothing_selected(roots, tags, workflow))
     suite = run_suite(ScenarioRunner(ctx.project, workers=workers, engine=engine), chosen, progress=True)
     click.echo(report_text(suite))
     if junit:
@@ -562,6 +619,7 @@ def test_command(
 @click.option(
     "--as", "as_", default=None, metavar="PRINCIPAL", help="Who captures (default: $KIT_PRINCIPAL, then the OS user)."
 )
+@click.option("--force", is_flag=True, help="Overwrite the scenario file if it exists.")
 @pass_context
 def capture(
     ctx: Context,
@@ -573,6 +631,7 @@ def capture(
     note: str | None,
     tags: tuple[str, ...],
     as_: str | None,
+    force: bool,
 ) -> None:
     """Write a scenario from RUN: its parameters, and its actual outputs as expectations."""
     from pathlib import Path
@@ -581,6 +640,8 @@ def capture(
     from kit.spec.policy import resolve_principal
     from kit.verification.capture import capture as capture_run
 
+    if Path(out).exists() and not force:
+        raise InvalidInput(f"-o {out}: the file exists; pass --force to overwrite it")
     run_id = ctx.ledger.resolve_run(run_ref)
     path = capture_run(
         ctx.ledger,
@@ -597,11 +658,63 @@ def capture(
     click.echo(f"wrote {path}")
 
 
+def writable(path: str, option: str) -> None:
+    """Check, before any work, that `path` can be written, so a long command does not end in an I/O error."""
+    from pathlib import Path
+
+    target = Path(path)
+    existed = target.exists()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise InvalidInput(f"{option} {path}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        target.unlink()
+
+
+def nothing_selected(roots, tags, workflow) -> str:
+    """Why no scenario was chosen, saying what there is instead."""
+    from kit.errors import KitError
+    from kit.spec.scenario import discover, load_scenario
+
+    where = ", ".join(str(r) for r in roots)
+    found = discover([r for r in roots if r.exists()])
+    if not found:
+        return f"no scenario files found under {where}"
+    known_tags, known_workflows = set(), set()
+    for path in found:
+        try:
+            scenario = load_scenario(path)
+        except KitError:
+            continue
+        known_tags.update(scenario.tags)
+        known_workflows.add(scenario.workflow)
+    if workflow and workflow not in known_workflows:
+        return (
+            f"no scenario under {where} is of workflow {workflow!r} (workflows: {', '.join(sorted(known_workflows))})"
+        )
+    return (
+        f"no scenario under {where} has the tag {' or '.join(map(repr, tags))}"
+        + (f" in workflow {workflow!r}" if workflow else "")
+        + f" (tags used: {', '.join(sorted(known_tags)) or 'none'})"
+    )
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a command the way Ctrl-C does: a run is cancelled and left resumable."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(prog_name="kit", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail("aborted", 130)
+        _fail("interrupted (a run in progress was cancelled; `kit resume RUN` continues it)", 130)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code)

@@ -36,3 +36,21 @@ class PermissionDenied(KitError):
 
 class NotFound(InvalidInput):
     """A run, step, workflow or file the user named does not exist (exit 2)."""
+
+
+class NoSpace(KitError):
+    """The disk is full: what failed, and what to free (exit 1)."""
+
+    @classmethod
+    def writing(cls, where: object) -> NoSpace:
+        return cls(
+            f"no space left on the device writing {where}: free some space (`kit gc` deletes old runs "
+            "and leftover temporary files), then run the command again"
+        )
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether an error is a full disk (ENOSPC, or a library's message saying so)."""
+    import errno
+
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "no space left" in str(exc).lower()

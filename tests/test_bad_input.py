@@ -168,3 +168,109 @@ def test_unknown_workflow_is_refused(project):
     result = project.cli("run", "nowhere")
     assert result.exit_code == 2
     assert "no such workflow" in result.output
+
+
+# --------------------------------------------------------------------------- more clear errors (issue 9)
+
+
+def test_a_json_file_that_is_not_a_notebook_is_refused(project):
+    (project.root / "wf").mkdir()
+    (project.root / "wf" / "list.ipynb").write_text("[1, 2, 3]")
+    project.manifest("workflow: demo\nversion: 1\nsteps:\n  a: {notebook: list.ipynb}\n")
+    result = project.kit("run", "wf")
+    assert result.returncode == 2 and "list.ipynb: not a notebook" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("env", ["bogus", "../../etc/passwd"])
+def test_an_environment_the_workflow_does_not_declare_is_refused(chain, env):
+    result = chain.kit("run", "wf", "--env", env)
+    assert result.returncode == 2 and f"--env {env}" in result.stderr and "declares none" in result.stderr
+    assert chain.run_count() == 0
+
+
+def test_a_scenario_environment_that_does_not_exist_is_invalid(chain):
+    (chain.root / "scenarios").mkdir()
+    (chain.root / "scenarios" / "s.yaml").write_text(
+        "scenario: s\nworkflow: demo\nenv: nosuchenv\nexpect:\n  c.s: {equals: '4'}\n"
+    )
+    result = chain.kit("test")
+    assert result.returncode == 2 and "nosuchenv" in result.stdout
+
+
+@pytest.mark.parametrize("principal", ["", "eve\nadmin", " bob"])
+def test_a_malformed_principal_is_refused(chain, principal):
+    for env, args in (({}, ("--as", principal)), ({"KIT_PRINCIPAL": principal}, ())):
+        result = chain.kit("run", "wf", *args, env=env)
+        assert result.returncode == 2, (principal, result.stderr)
+        assert "principal's name" in result.stderr
+    assert chain.run_count() == 0
+
+
+def test_unicode_identifiers_work_everywhere(project):
+    project.notebook("é.ipynb", "entrée: int = 1", "import kit\nkit.output('résultat', entrée * 2)")
+    project.notebook("suite.ipynb", "valeur: int = 0", "import kit\nkit.output('fin', valeur + 1)")
+    project.manifest(
+        """
+        workflow: unicode
+        version: 1
+        params: {café: {type: integer, default: 2}}
+        steps:
+          étape:
+            notebook: é.ipynb
+            inputs: {entrée: params.café}
+            outputs: {résultat: integer}
+          suite:
+            notebook: suite.ipynb
+            inputs: {valeur: étape.résultat}
+            outputs: {fin: integer}
+        """
+    )
+    done = project.kit("run", "wf", "--engine", "warm")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[1]
+    target = project.root / "scenarios" / "u.yaml"
+    captured = project.kit("capture", run_id, "--expect", "étape.résultat", "--expect", "suite.fin", "-o", str(target))
+    assert captured.returncode == 0, captured.stderr
+    tested = project.kit("test", str(target))
+    assert tested.returncode == 0, tested.stdout
+
+
+def test_an_unwritable_junit_path_is_refused_before_anything_runs(chain):
+    (chain.root / "scenarios").mkdir()
+    (chain.root / "scenarios" / "s.yaml").write_text("scenario: s\nworkflow: demo\nexpect:\n  c.s: {equals: '4'}\n")
+    result = chain.kit("test", "--junit", "/proc/nope/x.xml")
+    assert result.returncode == 2 and "--junit /proc/nope/x.xml: cannot write there" in result.stderr
+    assert chain.run_count() == 0
+
+
+def test_small_things_say_what_they_mean(chain):
+    (chain.root / "huge.json").write_text(json.dumps({"label": "x" * 2_000_000}))
+    run = chain.kit("run", "wf", "--params-file", "huge.json", "--engine", "warm")
+    assert run.returncode == 0
+    shown = chain.kit("show", "last")
+    assert len(shown.stdout) < 5000 and "…" in shown.stdout
+
+    for sql, verb in (
+        ("insert into runs values (1)", "an INSERT"),
+        ("install httpfs", "an INSTALL"),
+        ("checkpoint", "a CHECKPOINT"),
+    ):
+        refused = chain.kit("sql", sql)
+        assert refused.returncode == 2 and f"refused {verb} statement" in refused.stderr, refused.stderr
+
+    bogus = chain.kit("runs", "--status", "bogus")
+    assert bogus.returncode == 2 and "bogus" in bogus.stderr
+
+    (chain.root / "scenarios").mkdir()
+    (chain.root / "scenarios" / "s.yaml").write_text(
+        "scenario: s\nworkflow: demo\ntags: [smoke]\nexpect:\n  c.s: {equals: '4'}\n"
+    )
+    none = chain.kit("test", "--tag", "none")
+    assert none.returncode == 2 and "has the tag 'none'" in none.stderr and "smoke" in none.stderr
+
+    replayed = chain.kit("replay", "scenarios/s.yaml", "--baseline", "last")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "INVALID" not in replayed.stdout
+    unknown = chain.kit("replay", "scenarios/s.yaml", "--baseline", "no-such-ref")
+    assert unknown.returncode == 2 and "--baseline no-such-ref" in unknown.stderr and "INVALID" not in unknown.stdout

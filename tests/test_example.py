@@ -88,3 +88,38 @@ def test_scenarios_replay_offline_and_a_changed_prompt_fails_closed(casework):
     assert failed.returncode == 1
     assert "ReplayMiss" in failed.stdout and "replay miss in step 'summarize'" in failed.stdout
     assert "-" in failed.stdout and "+" in failed.stdout and "two sentences at most" in failed.stdout
+
+
+def test_a_finished_run_counts_its_approved_gate_as_done(casework):
+    started = casework.kit("run", "notebooks/casework", "-p", "case_id=C-1002", "--as", "alice")
+    run_id = started.stdout.split()[1]
+    assert casework.kit("approve", run_id, "review", "--as", "bob").returncode == 0
+    assert casework.kit("resume", run_id).returncode == 0
+    listed = casework.kit("runs", "--format", "json")
+    (row,) = [r for r in __import__("json").loads(listed.stdout) if r["run_id"] == run_id]
+    assert row["status"] == "succeeded" and row["steps"] == "7/7"
+
+
+def test_a_scenario_may_decide_its_gate_through_the_policy(tmp_path):
+    casework = Project(tmp_path)
+    copy_example(casework.root, scenarios=True)
+    scenarios = casework.root / "scenarios" / "casework"
+    text = (scenarios / "C-1001-missing-loyalty-discount.yaml").read_text()
+    decided = scenarios / "decided.yaml"
+    decided.write_text(
+        text.replace("scenario: casework/C-1001-missing-loyalty-discount", "scenario: casework/decided")
+        .replace("recordings: recordings/", "approve: {review: bob}\nrecordings: recordings/")
+        .replace("expect:\n", "expect:\n  register_case.registration.state: {equals: candidate_regression_test}\n")
+    )
+    passed = casework.kit("test", str(decided), env={"KIT_LLM_MODE": ""})
+    assert passed.returncode == 0, passed.stdout
+    run = casework.sql("select run_id, status from runs where scenario_id = 'casework/decided'")[0]
+    assert run["status"] == "succeeded"
+    approvals = casework.sql(f"select principal, comment from approvals where run_id = '{run['run_id']}'")
+    assert approvals == [{"principal": "bob", "comment": "declared by the scenario"}]
+
+    by_starter = decided.with_name("self.yaml")
+    by_starter.write_text(decided.read_text().replace("approve: {review: bob}", "approve: {review: alice}"))
+    refused = casework.kit("test", str(by_starter), env={"KIT_LLM_MODE": ""})
+    assert refused.returncode == 2 and "approve: review: 'alice' may not decide" in refused.stdout
+    assert casework.sql("select count(*) as n from runs where status = 'running'")[0]["n"] == 0

@@ -84,9 +84,9 @@ def test_the_approval_path_end_to_end(gated):
 def test_the_rejection_path_ends_rejected(gated):
     started = gated.kit("run", "wf", "--as", "alice")
     run_id = started.stdout.split()[1]
-    assert gated.kit("approve", run_id, "review", "--as", "bob", "--reject", "--comment", "wrong").returncode == 0
-    resumed = gated.kit("resume", run_id)
-    assert resumed.returncode == 1
+    rejected = gated.kit("approve", run_id, "review", "--as", "bob", "--reject", "--comment", "wrong")
+    assert rejected.returncode == 0 and "kit resume" not in rejected.stdout
+    # the rejection ends the run at once: no resume needed
     statuses = {s["step_id"]: s["status"] for s in gated.sql("select step_id, status from steps")}
     assert statuses == {"fetch": "succeeded", "review": "rejected", "apply": "skipped"}
     assert gated.sql("select status from runs")[0]["status"] == "rejected"
@@ -96,11 +96,11 @@ def test_the_rejection_path_ends_rejected(gated):
 def test_an_expired_approval_rejects_the_run(gated):
     started = gated.kit("run", "wf", "--as", "alice")
     run_id = started.stdout.split()[1]
-    # the run waited since long ago: an older started_at than the 3d timeout
+    # the run waited since long ago: its 3d deadline has passed
     with duckdb.connect(str(gated.root / ".kit" / "ledger.duckdb")) as con:
-        con.execute("UPDATE steps SET started_at = started_at - INTERVAL 4 DAY WHERE step_id = 'review'")
+        con.execute("UPDATE steps SET deadline = deadline - INTERVAL 4 DAY WHERE step_id = 'review'")
     resumed = gated.kit("resume", run_id)
-    assert resumed.returncode == 1
+    assert resumed.returncode == 2 and "rejected" in resumed.stderr
     assert gated.sql("select status from runs")[0]["status"] == "rejected"
     assert gated.sql("select decision, principal from approvals") == [{"decision": "rejected", "principal": "kit"}]
 
@@ -247,3 +247,84 @@ def test_gc_deletes_old_runs_keeps_what_scenarios_name_and_audits_it(chain):
     kept_table = chain.sql(f"select artifact from outputs where run_id = '{first}' and name = 'rows'")[0]["artifact"]
     kept = kept_table.split(":")[-1]
     assert (chain.root / ".kit" / "objects" / kept[:2] / kept[2:]).is_file()
+
+
+# --------------------------------------------------------------------------- decisions are final
+
+
+def test_a_decision_is_final(gated):
+    run_id = gated.kit("run", "wf", "--as", "alice").stdout.split()[1]
+    assert gated.kit("approve", run_id, "review", "--as", "bob").returncode == 0
+    again = gated.kit("approve", run_id, "review", "--as", "bob")
+    assert again.returncode == 2 and "already approved by bob" in again.stderr and "final" in again.stderr
+    reject = gated.kit("approve", run_id, "review", "--as", "bob", "--reject")
+    assert reject.returncode == 2
+    assert gated.sql("select decision from approvals") == [{"decision": "approved"}]
+    assert gated.kit("resume", run_id).returncode == 0
+
+
+def test_a_decision_after_the_timeout_is_refused_and_the_run_ends_rejected(gated):
+    manifest = gated.root / "wf" / "workflow.yaml"
+    manifest.write_text(manifest.read_text().replace("timeout: 3d", "timeout: 2s"))
+    run_id = gated.kit("run", "wf", "--as", "alice").stdout.split()[1]
+    time.sleep(2.5)
+    late = gated.kit("approve", run_id, "review", "--as", "bob")
+    assert late.returncode == 2 and "expired" in late.stderr
+    assert gated.sql("select status from runs")[0]["status"] == "rejected"
+    steps = {s["step_id"]: s["status"] for s in gated.sql("select step_id, status from steps")}
+    assert steps == {"fetch": "succeeded", "review": "rejected", "apply": "skipped"}
+    assert gated.sql("select decision, principal, comment from approvals") == [
+        {"decision": "rejected", "principal": "kit", "comment": "no decision within 2s"}
+    ]
+
+
+def test_the_first_command_that_looks_ends_an_expired_run(gated):
+    manifest = gated.root / "wf" / "workflow.yaml"
+    manifest.write_text(manifest.read_text().replace("timeout: 3d", "timeout: 1s"))
+    run_id = gated.kit("run", "wf", "--as", "alice").stdout.split()[1]
+    time.sleep(1.5)
+    shown = gated.kit("show", run_id)
+    assert shown.returncode == 0 and f"run {run_id}: rejected" in shown.stdout
+    assert "expired" in shown.stderr
+
+
+def test_resume_acts_as_someone_and_checks_their_entitlements(gated):
+    manifest = gated.root / "wf" / "workflow.yaml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            "outputs: {applied: string}", "outputs: {applied: string}\n    requires: [cases:read]"
+        )
+    )
+    run_id = gated.kit("run", "wf", "--as", "alice").stdout.split()[1]
+    assert gated.kit("approve", run_id, "review", "--as", "bob").returncode == 0
+    for who in ("mallory", "carol"):
+        denied = gated.kit("resume", run_id, "--as", who)
+        assert denied.returncode == 4 and "requires cases:read" in denied.stderr and "'apply'" in denied.stderr
+    statuses = {s["step_id"]: s["status"] for s in gated.sql("select step_id, status from steps")}
+    assert statuses["apply"] == "pending"
+    denials = gated.sql("select actor from audit where action = 'run.denied' order by seq")
+    assert [d["actor"] for d in denials] == ["mallory", "carol"]
+    assert gated.kit("resume", run_id, "--as", "bob").returncode == 0
+    resumed = gated.sql("select actor from audit where action = 'run.resumed'")
+    assert resumed == [{"actor": "bob"}]
+
+
+def test_an_approval_nobody_can_give_and_a_bad_kit_yaml_are_refused_with_their_lines(gated):
+    manifest = gated.root / "wf" / "workflow.yaml"
+    good = manifest.read_text()
+    manifest.write_text(good.replace("approvers: [reviewer]", "approvers: [auditor]"))
+    result = gated.kit("run", "wf", "--as", "alice")
+    assert result.returncode == 2 and "workflow.yaml:" in result.stderr and "holds the role 'auditor'" in result.stderr
+    manifest.write_text(good.replace("  apply:", "  params:"))
+    named = gated.kit("run", "wf", "--as", "alice")
+    assert named.returncode == 2 and "may not be named 'params'" in named.stderr
+
+    kit_yaml = gated.root / "kit.yaml"
+    manifest.write_text(good)
+    kit_yaml.write_text(KIT_YAML + "aprovals: {self_approve: true}\n")
+    typo = gated.kit("run", "wf", "--as", "alice")
+    assert typo.returncode == 2 and "kit.yaml:11: aprovals: unknown key" in typo.stderr
+    kit_yaml.write_text(KIT_YAML.replace("bob: [reviewer]", "bob: [reviewer, approver]"))
+    undefined = gated.kit("run", "wf", "--as", "alice")
+    assert undefined.returncode == 2 and "role 'approver' is not defined" in undefined.stderr
+    assert "kit.yaml:4" in undefined.stderr

@@ -132,7 +132,9 @@ def test_a_scenario_without_expectations_is_refused(folder):
 def test_parse_key():
     assert parse_key("a.b") == ("a", "b", ())
     assert parse_key("a.b.rows.0.id") == ("a", "b", ("rows", 0, "id"))
-    assert parse_key("fetch-case.b[2].x") == ("fetch-case", "b", (2, "x"))
+    with pytest.raises(ValueError, match="'fetch-case' is not a step id"):  # step ids are Python identifiers
+        parse_key("fetch-case.b[2].x")
+    assert parse_key("étape.résultat.0") == ("étape", "résultat", (0,))
     for bad in ("a", "a..b", ".a.b", "a.b.", "1a.b", "a.1b", ""):
         with pytest.raises(ValueError):
             parse_key(bad)

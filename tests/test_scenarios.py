@@ -89,7 +89,7 @@ def test_kit_test_passes_and_records_every_expectation(suite):
     assert all(c["run_scenario"] == c["scenario_id"] for c in comparisons)
     assert {r["scenario_id"] for r in runs} == {s.id for s in _shipped()}
     assert len(runs) == len(_shipped())
-    assert {r["status"] for r in runs} == {"waiting"}  # every run reached the review gate: nothing failed
+    assert {r["status"] for r in runs} == {"succeeded"}  # every run reached the review gate: nothing failed
 
 
 def test_a_changed_business_rule_fails_the_scenario_that_guards_it(tmp_path):
@@ -298,5 +298,5 @@ def test_tag_and_workflow_filters_select_scenarios(suite):
     # nothing matches: refused before anything runs
     result = project.kit("test", "--tag", "no-such-tag")
     assert result.returncode == 2
-    assert "no scenario files found" in _output(result)
+    assert "no scenario under" in _output(result) and "has the tag 'no-such-tag'" in _output(result)
     assert project.sql("select count(*) as n from runs")[0]["n"] == total + 1

@@ -1,8 +1,8 @@
 """Bundles: an immutable, content-addressed snapshot of a workflow and its files.
 
-A bundle's lock lists the sha256 of every file the workflow uses (the manifest, the
-notebooks, everything else in the workflow's folder such as data, and component and
-environment config files elsewhere) and the component versions; the bundle id is the
+A bundle's lock lists the sha256 of every file in the workflow's folder (the manifest,
+the notebooks, data, components and environment configs, which the manifest may only
+name inside that folder) and the component versions; the bundle id is the
 sha256 of the lock as RFC 8785 canonical JSON (DESIGN section 9). Every run snapshots its bundle's
 files into the object store, where an unchanged file is stored once, so any past
 bundle can be materialized and run again after the files changed.
@@ -15,48 +15,47 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kit.base.canonical import digest
-from kit.errors import InvalidInput
-from kit.ledger.objects import ObjectStore, sha256_file
+from kit.base.digests import digest, sha256_file
+from kit.base.paths import OutsideRoot, inside
+from kit.errors import InvalidInput, KitError
+from kit.ledger.objects import CorruptObject, MissingObject, ObjectStore
 from kit.spec.manifest import Workflow
 
 LOCK_NAME = "workflow.lock"
+
+
+class BundleMismatch(KitError):
+    """A bundle's files do not match its lock (exit 1)."""
+
+
 _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".kit", ".git"}
 
 
-def _files_under(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = []
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-            found += [Path(root) / f for f in sorted(files) if not f.startswith(".") and f != LOCK_NAME]
-        return found
-    return []
-
-
 def bundle_files(workflow: Workflow) -> list[Path]:
-    """Every file the workflow depends on: its folder, and component and config paths elsewhere."""
-    base = workflow.dir
-    files = _files_under(base)
-    for component in workflow.spec.components.values():
-        files += _files_under(base / component.path)
-    for environment in workflow.spec.environments.values():
-        if environment.config:
-            files += _files_under(base / environment.config)
-    seen, unique = set(), []
-    for path in files:
-        resolved = path.resolve()
-        if resolved not in seen:
-            seen.add(resolved)
-            unique.append(resolved)
-    return unique
+    """Every file of the workflow's folder (not hidden, not caches); a symlink that leads out of the
+    folder is refused (exit 2): a bundle never holds a file from outside its folder."""
+    base = workflow.dir.resolve()
+    found = []
+    for folder, dirs, files in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name == LOCK_NAME:
+                continue
+            path = Path(folder) / name
+            try:
+                inside(base, path)
+            except OutsideRoot:
+                raise InvalidInput(
+                    f"{path}: a symlink in the workflow's folder leads outside it (to {path.resolve()}); "
+                    "a bundle holds only the folder's own files: copy the file in instead"
+                ) from None
+            found.append(path)
+    return found
 
 
 def compute_lock(workflow: Workflow) -> dict[str, Any]:
-    base = workflow.dir
-    files = {Path(os.path.relpath(path, base)).as_posix(): sha256_file(path) for path in bundle_files(workflow)}
+    base = workflow.dir.resolve()
+    files = {path.relative_to(base).as_posix(): sha256_file(path) for path in bundle_files(workflow)}
     lock = {
         "workflow": workflow.name,
         "version": workflow.version,
@@ -113,18 +112,33 @@ def stale_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
 def materialize(lock: dict[str, Any], store: ObjectStore, root: Path) -> Path:
     """Write a bundle's files out of the object store; returns the path of its manifest.
 
-    Files outside the workflow's folder (``../config/x.yaml``) keep their place
-    relative to it, so the manifest's relative paths still resolve.
+    Every file's bytes are checked against the lock, whether read from the store now or
+    materialized before: a snapshot that does not match is refused, naming the file and
+    both digests (a `CorruptObject` or `BundleMismatch`), and nothing of it runs.
     """
-    ups = max((k.count("../") for k in lock["files"]), default=0)
-    base = root.joinpath(*(["up"] * ups)) if ups else root
+    bundle = lock["bundle_id"][:12]
+    if bundle_id(lock) != lock["bundle_id"]:
+        raise BundleMismatch(f"bundle {bundle}: its lock does not hash to its id (sha256 {bundle_id(lock)})")
     done = root / ".complete"
-    if not done.exists():
-        for key, digest in lock["files"].items():
-            if not store.has(digest):
-                raise InvalidInput(f"bundle {lock['bundle_id'][:12]}: file {key} is missing from the object store")
-            target = (base / key).resolve()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(store.read_bytes(digest))
-        done.write_text(lock["bundle_id"])
-    return base / lock.get("manifest", "workflow.yaml")
+    if done.exists():
+        for key, expected in lock["files"].items():
+            path = root / key
+            actual = sha256_file(path) if path.is_file() else "missing"
+            if actual != expected:
+                raise BundleMismatch(
+                    f"bundle {bundle}: {path} does not match its lock (sha256:{expected} in the lock, "
+                    f"{actual if actual == 'missing' else 'sha256:' + actual} on disk); delete {root} to write it again"
+                )
+        return root / lock.get("manifest", "workflow.yaml")
+    for key, file_digest in lock["files"].items():
+        try:
+            data = store.read_bytes(file_digest)
+        except MissingObject:
+            raise BundleMismatch(f"bundle {bundle}: file {key} is missing from the object store") from None
+        except CorruptObject as exc:
+            raise exc.made_by(f"bundle {bundle} (file {key})") from None
+        target = root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    done.write_text(lock["bundle_id"])
+    return root / lock.get("manifest", "workflow.yaml")

@@ -16,10 +16,10 @@ import tarfile
 from pathlib import Path
 
 from kit.bundles.lock import materialize
-from kit.errors import InvalidInput
+from kit.errors import InvalidInput, KitError
 from kit.ledger.ledger import Ledger
 from kit.ledger.objects import ObjectStore
-from kit.spec.manifest import Workflow, load_workflow
+from kit.spec.manifest import Workflow
 from kit.spec.project import Project
 
 
@@ -31,9 +31,12 @@ def resolve_bundle_id(ledger: Ledger, ref: str, workflow: str | None = None) -> 
         if found is None:
             raise InvalidInput(f"--baseline {ref}: no recorded bundle of {name} version {version}")
         return found
-    of_run = ledger.bundle_of_run(ref)
-    if of_run is not None:
-        return of_run
+    try:  # a run: its id, a unique prefix, or `last`
+        run = ledger.run(ledger.resolve_run(ref)) if ref == "last" or len(ref) >= 8 else None
+    except KitError:
+        run = None
+    if run is not None:
+        return run["bundle_id"]
     bundles = ledger.bundles_with_prefix(ref)
     if workflow:
         bundles = [b for b in bundles if b["workflow"] == workflow] or bundles
@@ -41,7 +44,9 @@ def resolve_bundle_id(ledger: Ledger, ref: str, workflow: str | None = None) -> 
         return bundles[0]["bundle_id"]
     if len(bundles) > 1:
         raise InvalidInput(f"--baseline {ref}: ambiguous, it starts {len(bundles)} bundle ids; give more of it")
-    raise InvalidInput(f"--baseline {ref}: no bundle id, run id or NAME@VERSION matches")
+    raise InvalidInput(
+        f"--baseline {ref}: no bundle id, run id or NAME@VERSION matches (a run by its id, a prefix or `last`)"
+    )
 
 
 def _git(root: Path, *args: str, binary: bool = False):
@@ -70,7 +75,7 @@ def git_workflow(project: Project, current: Workflow, rev: str) -> Workflow:
     manifest = target / relative / current.path.name
     if not manifest.is_file():
         raise InvalidInput(f"--baseline git:{rev}: {relative}/{current.path.name} did not exist at {sha[:12]}")
-    return load_workflow(manifest)
+    return project.load_workflow(manifest)
 
 
 def baseline_workflow(project: Project, ledger: Ledger, store: ObjectStore, current: Workflow, ref: str) -> Workflow:
@@ -84,4 +89,4 @@ def baseline_workflow(project: Project, ledger: Ledger, store: ObjectStore, curr
             f"--baseline {ref}: bundle {bundle_id[:12]} is of workflow {lock.get('workflow')!r}, not {current.name!r}"
         )
     manifest = materialize(lock, store, project.home / "bundles" / bundle_id)
-    return load_workflow(manifest)
+    return project.load_workflow(manifest)

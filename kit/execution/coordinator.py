@@ -6,53 +6,53 @@ feeds each step its upstream outputs, retries, reuses cached steps, stops at
 approval gates, and records all of it through the ledger's named operations: the
 only part of kit that writes a run. Each finished step is committed at once, so a
 killed coordinator loses nothing that had completed, and `resume` continues from
-the ledger.
+the ledger. One process drives a run at a time (`kit.ledger.driver`); Ctrl-C or
+SIGTERM ends it `cancelled`, resumable; a full disk fails the step `NoSpace`.
 """
 
 from __future__ import annotations
 
 import graphlib
+import hashlib
 import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from kit.base import backoff
-from kit.base.canonical import canonical_json, digest
 from kit.base.clock import ledger_time, new_run_id, new_span_id, now, utcnow
+from kit.base.digests import canonical_bytes, canonical_json, digest
 from kit.base.progress import Progress
 from kit.bundles.lock import compute_lock, snapshot
-from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput, PermissionDenied
-from kit.execution.engines import get_engine
+from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput, KitError, PermissionDenied
+from kit.execution import engines
+from kit.execution.approvals import Approvals
 from kit.execution.environment import LLMSettings, task_environment
 from kit.execution.executors import Executor, LocalExecutor
 from kit.execution.provenance import provenance
+from kit.execution.recorded import recorded_values
 from kit.execution.task import OutputRecord, StepResult, StepTask
 from kit.ledger.audit import AuditEvent
+from kit.ledger.driver import RunDriver
 from kit.ledger.ledger import DONE_STEP_STATUSES, Ledger
-from kit.ledger.objects import ObjectStore
+from kit.ledger.objects import MissingObject, ObjectStore, ref_of
 from kit.spec import contracts
-from kit.spec.manifest import Workflow, load_workflow, parse_wire
-from kit.spec.policy import REDACTED, AccessPolicy, Redactor, parse_duration
+from kit.spec.manifest import Workflow, parse_wire
+from kit.spec.policy import REDACTED, Redactor, parse_duration, principal_problem
 from kit.spec.project import Project
 
 DONE_OK = DONE_STEP_STATUSES
 RESUMABLE = ("failed", "running", "waiting", "cancelled")
+SCENARIO_GATE = "scenario runs stop at approval gates (a scenario's `approve:` decides one)"
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def idempotency_key(run_id: str, step_id: str) -> str:
+    """The key a step's side effects carry: the same for every attempt and resume of this run's step."""
+    return hashlib.sha256(f"kit-idempotency/{run_id}/{step_id}".encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -67,6 +67,7 @@ class RunRequest:
     scenario_id: str | None = None
     baseline_of: str | None = None
     llm: LLMSettings | None = None
+    approvals: dict[str, str] = field(default_factory=dict)  # scenario runs: approval step -> who decides it
 
 
 @dataclass
@@ -79,6 +80,8 @@ class RunOutcome:
     bundle_id: str = ""
     values: dict[str, Any] = field(default_factory=dict)  # "STEP.OUTPUT" -> JSON value or artifact ref
     waiting: list[str] = field(default_factory=list)  # approval steps waiting for a decision
+    redactor: Redactor | None = None  # what the run keeps secret, for whoever reports on it
+    workflow: Workflow | None = None
 
     @property
     def exit_code(self) -> int:
@@ -108,6 +111,8 @@ class _RunState:
     attempts: dict[str, int] = field(default_factory=dict)
     run_span: str = field(default_factory=new_span_id)
     task_env: dict[str, str] = field(default_factory=dict)  # what every kernel of the run sees
+    scenario: bool = False  # a scenario run: gates do not wait
+    approvals: dict[str, str] = field(default_factory=dict)
 
 
 def _span_attributes(redactor: Redactor, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +132,8 @@ class Coordinator:
         self.ledger = Ledger(project.ledger_path)
         self.store = ObjectStore(project.objects_dir)
         self.executor_factory = executor_factory or LocalExecutor
-        self.access = AccessPolicy.from_settings(project.settings, str(project.root / "kit.yaml"))
+        self.access = project.access
+        self.approvals = Approvals(project, self.ledger)
         self.progress = progress  # steps done of total on a terminal (off when a suite shows its own)
 
     # ---- checks before anything runs ---------------------------------------
@@ -152,10 +158,10 @@ class Coordinator:
         if problems:
             raise InvalidInput("\n".join(problems))
 
-    def check_entitlements(self, workflow: Workflow, principal: str) -> None:
-        """Deny by default: every step's `requires` against the principal's roles; a denial is audited."""
+    def check_entitlements(self, workflow: Workflow, principal: str, steps: list[str] | None = None) -> None:
+        """Deny by default: the steps' `requires` against the principal's roles; a denial is audited."""
         denied = []
-        for sid in workflow.order:
+        for sid in steps if steps is not None else workflow.order:
             missing = self.access.missing(principal, workflow.steps[sid].spec.requires)
             if missing:
                 denied.append((sid, missing))
@@ -168,6 +174,32 @@ class Coordinator:
         lines = [f"step {sid!r} requires {', '.join(missing)}" for sid, missing in denied]
         raise PermissionDenied(f"{principal!r} ({roles}) may not run {workflow.name}: " + "; ".join(lines))
 
+    def check_declared_approvals(self, workflow: Workflow, request: RunRequest) -> None:
+        """A scenario's `approve:` names approval steps and principals the policy lets decide them."""
+        for sid, who in request.approvals.items():
+            step = workflow.steps.get(sid)
+            if step is None or not step.is_approval:
+                gates = ", ".join(s.id for s in workflow.steps.values() if s.is_approval) or "none"
+                raise InvalidInput(f"approve: {sid!r} is not an approval step (approval steps: {gates})")
+            try:
+                self.access.check_approver(who, step.spec.approval.approvers, request.principal)
+            except PermissionDenied as exc:
+                raise InvalidInput(f"approve: {sid}: {exc.message}") from None
+
+    def environment(self, workflow: Workflow, env: str | None) -> str | None:
+        """The environment a run uses: the one asked for, which must be declared, else the project's default
+        when the workflow declares it."""
+        declared = workflow.spec.environments
+        if env is not None:
+            if env not in declared:
+                known = ", ".join(declared) if declared else "it declares none"
+                raise InvalidInput(
+                    f"{workflow.path}: --env {env}: the workflow has no environment {env!r} (its environments: {known})"
+                )
+            return env
+        default = self.project.settings.get("default_env")
+        return default if default in declared else None
+
     def _redactor(self, workflow: Workflow, params: dict[str, Any]) -> Redactor:
         redactor = Redactor(workflow.spec.policy.redact)
         redactor.add_secrets(redactor.secret_values_of(params))
@@ -177,92 +209,97 @@ class Coordinator:
 
     def run(self, request: RunRequest) -> RunOutcome:
         workflow = request.workflow
+        problem = principal_problem(request.principal)
+        if problem:
+            raise InvalidInput(problem)
         params = workflow.resolve_params(request.params)
         self.check_parameters(workflow, params)
-        env = request.env or self.project.settings.get("default_env")
-        if env is not None and workflow.spec.environments and env not in workflow.spec.environments:
-            known = ", ".join(workflow.spec.environments)
-            raise InvalidInput(
-                f"{workflow.path}: --env {env}: the workflow has no environment {env!r} (its environments: {known})"
-            )
+        env = self.environment(workflow, request.env)
         self.check_entitlements(workflow, request.principal)
-        engine = get_engine(request.engine)  # an unknown engine is refused here
+        self.check_declared_approvals(workflow, request)
+        engine = engines.get_engine(request.engine)  # an unknown engine is refused here
         task_env = task_environment(workflow, env, request.llm)  # a broken model or environment config too
 
         t0 = time.perf_counter()
         lock = compute_lock(workflow)
         snapshot(workflow, lock, self.store)
         run_id = new_run_id()
-        workers = request.workers or os.cpu_count() or 1
-        redactor = self._redactor(workflow, params)
-        run_row = {
-            "run_id": run_id,
-            "workflow": workflow.name,
-            "bundle_id": lock["bundle_id"],
-            "version": workflow.version,
-            "env": env,
-            "principal": request.principal,
-            "params": redactor.named(params),
-            "status": "running",
-            "started_at": utcnow(),
-            "scenario_id": request.scenario_id,
-            "baseline_of": request.baseline_of,
-            "manifest": str(workflow.path),
-            "engine": engine.name,
-            "isolation": engine.isolation,
-            "workers": workers,
-            "pid": os.getpid(),
-            **provenance(self.project.root),
-        }
-        step_rows = [
-            {
+        driver = RunDriver(self.project.runs_dir, run_id).acquire()
+        try:
+            workers = request.workers or os.cpu_count() or 1
+            redactor = self._redactor(workflow, params)
+            run_row = {
                 "run_id": run_id,
-                "step_id": sid,
-                "status": "pending",
-                "attempts": 0,
-                "notebook": str(workflow.steps[sid].notebook) if workflow.steps[sid].notebook else None,
+                "workflow": workflow.name,
+                "bundle_id": lock["bundle_id"],
+                "version": workflow.version,
+                "env": env,
+                "principal": request.principal,
+                "params": redactor.named(params),
+                "status": "running",
+                "started_at": utcnow(),
+                "scenario_id": request.scenario_id,
+                "baseline_of": request.baseline_of,
+                "manifest": str(workflow.path),
+                "engine": engine.name,
+                "isolation": engine.isolation,
+                "workers": workers,
+                "pid": os.getpid(),
+                **provenance(self.project.root),
             }
-            for sid in workflow.order
-        ]
-        bundle_row = {
-            "bundle_id": lock["bundle_id"],
-            "workflow": workflow.name,
-            "version": workflow.version,
-            "lock": lock,
-            "created_at": utcnow(),
-        }
-        self.ledger.start_run(
-            bundle_row,
-            run_row,
-            step_rows,
-            AuditEvent(
-                request.principal,
-                "run.started",
-                run_id,
+            step_rows = [
                 {
-                    "workflow": workflow.name,
-                    "version": workflow.version,
-                    "bundle_id": lock["bundle_id"],
-                    "env": env,
-                    "scenario": request.scenario_id,
-                },
-            ),
-        )
-        state = _RunState(
-            run_id=run_id,
-            workflow=workflow,
-            params=params,
-            principal=request.principal,
-            env=env,
-            workers=workers,
-            engine=engine.name,
-            fresh=request.fresh,
-            lock=lock,
-            redactor=redactor,
-            statuses={sid: "pending" for sid in workflow.order},
-            task_env=task_env,
-        )
-        outcome = self._execute(state)
+                    "run_id": run_id,
+                    "step_id": sid,
+                    "status": "pending",
+                    "attempts": 0,
+                    "notebook": str(workflow.steps[sid].notebook) if workflow.steps[sid].notebook else None,
+                }
+                for sid in workflow.order
+            ]
+            bundle_row = {
+                "bundle_id": lock["bundle_id"],
+                "workflow": workflow.name,
+                "version": workflow.version,
+                "lock": lock,
+                "created_at": utcnow(),
+            }
+            self.ledger.start_run(
+                bundle_row,
+                run_row,
+                step_rows,
+                AuditEvent(
+                    request.principal,
+                    "run.started",
+                    run_id,
+                    {
+                        "workflow": workflow.name,
+                        "version": workflow.version,
+                        "bundle_id": lock["bundle_id"],
+                        "env": env,
+                        "scenario": request.scenario_id,
+                    },
+                ),
+            )
+            state = _RunState(
+                run_id=run_id,
+                workflow=workflow,
+                params=params,
+                principal=request.principal,
+                env=env,
+                workers=workers,
+                engine=engine.name,
+                fresh=request.fresh,
+                lock=lock,
+                redactor=redactor,
+                statuses={sid: "pending" for sid in workflow.order},
+                task_env=task_env,
+                scenario=request.scenario_id is not None,
+                approvals=dict(request.approvals),
+            )
+            outcome = self._execute(state)
+        finally:
+            driver.release()
         outcome.seconds = time.perf_counter() - t0
         return outcome
 
@@ -276,7 +313,17 @@ class Coordinator:
         workers: int | None = None,
         fresh: bool = False,
     ) -> RunOutcome:
-        """Continue a failed, interrupted or waiting run; completed steps are not run again."""
+        """Continue a failed, interrupted or waiting run as `principal`; completed steps are not run again."""
+        driver = RunDriver(self.project.runs_dir, run_id).acquire()  # one process drives a run: else exit 2
+        try:
+            return self._resume(run_id, principal, params, workers, fresh)
+        finally:
+            driver.release()
+
+    def _resume(
+        self, run_id: str, principal: str, params: dict[str, Any] | None, workers: int | None, fresh: bool
+    ) -> RunOutcome:
+        self.approvals.expire_overdue(run_id)
         run = self.ledger.run(run_id)
         if run is None:
             raise InvalidInput(f"no run {run_id!r}")
@@ -284,9 +331,7 @@ class Coordinator:
             return RunOutcome(run_id=run_id, status="succeeded", steps={})
         if run["status"] == "rejected":
             raise InvalidInput(f"run {run_id} was rejected at an approval: it cannot be resumed; start a new run")
-        if run["status"] == "running" and _pid_alive(run["pid"]) and run["pid"] != os.getpid():
-            raise InvalidInput(f"run {run_id} is still running (process {run['pid']}); wait for it, or stop it first")
-        workflow = load_workflow(run["manifest"])
+        workflow = self.project.load_workflow(run["manifest"])
         recorded = dict(run["params"] or {})
         given = dict(params or {})
         hidden = [k for k, v in recorded.items() if v == REDACTED and k not in given]
@@ -296,7 +341,13 @@ class Coordinator:
             )
         recorded.update(given)
         resolved = workflow.resolve_params(recorded)
-        self.check_entitlements(workflow, run["principal"])
+        steps = {s["step_id"]: s for s in self.ledger.steps(run_id)}
+        statuses = {}
+        for sid in workflow.order:
+            status = steps.get(sid, {}).get("status", "pending")
+            statuses[sid] = status if status in DONE_OK else "pending"
+        remaining = [sid for sid in workflow.order if statuses[sid] not in DONE_OK]
+        self.check_entitlements(workflow, principal, remaining)  # resume acts as someone
 
         t0 = time.perf_counter()
         lock = compute_lock(workflow)
@@ -307,15 +358,17 @@ class Coordinator:
                 file=sys.stderr,
             )
         snapshot(workflow, lock, self.store)
-        steps = {s["step_id"]: s for s in self.ledger.steps(run_id)}
-        statuses = {}
-        for sid in workflow.order:
-            status = steps.get(sid, {}).get("status", "pending")
-            statuses[sid] = status if status in DONE_OK else "pending"
         values = {}
+        done_outputs: dict[str, list[dict]] = {}
         for out in self.ledger.outputs(run_id):
             if statuses.get(out["step_id"]) in DONE_OK:
-                values[(out["step_id"], out["name"])] = out["artifact"] if out["type"] == "table" else out["value"]
+                done_outputs.setdefault(out["step_id"], []).append(out)
+        for sid, rows in done_outputs.items():
+            try:
+                checked = recorded_values(self.ledger, self.store, rows)
+            except KitError as exc:
+                raise KitError(f"cannot resume run {run_id}: {exc.message}") from None
+            values.update({(sid, name): value for name, value in checked.items()})
         self.ledger.resume_run(
             run_id,
             os.getpid(),
@@ -327,7 +380,7 @@ class Coordinator:
             run_id=run_id,
             workflow=workflow,
             params=resolved,
-            principal=run["principal"],
+            principal=principal,
             env=run["env"],
             workers=workers or run["workers"] or os.cpu_count() or 1,
             engine=run["engine"] or "papermill",
@@ -338,6 +391,7 @@ class Coordinator:
             values=values,
             attempts={sid: (steps.get(sid, {}).get("attempts") or 0) for sid in workflow.order},
             task_env=task_environment(workflow, run["env"], None),
+            scenario=run["scenario_id"] is not None,
         )
         outcome = self._execute(state)
         outcome.seconds = time.perf_counter() - t0
@@ -348,37 +402,8 @@ class Coordinator:
     def approve(
         self, run_id: str, step_id: str, principal: str, reject: bool = False, comment: str | None = None
     ) -> str:
-        """Record a decision on a waiting approval step; returns the decision."""
-        run = self.ledger.run(run_id)
-        if run is None:
-            raise InvalidInput(f"no run {run_id!r}")
-        workflow = load_workflow(run["manifest"])
-        step = workflow.steps.get(step_id)
-        if step is None or not step.is_approval:
-            gates = ", ".join(s.id for s in workflow.steps.values() if s.is_approval) or "none"
-            raise InvalidInput(f"run {run_id}: {step_id!r} is not an approval step (approval steps: {gates})")
-        row = self.ledger.step(run_id, step_id)
-        if row is None or row["status"] != "waiting":
-            found = row["status"] if row else "not reached"
-            raise InvalidInput(f"run {run_id}: step {step_id} is not waiting for a decision (it is {found})")
-        try:
-            self.access.check_approver(principal, step.spec.approval.approvers, run["principal"])
-        except PermissionDenied as exc:
-            self.ledger.audit(AuditEvent(principal, "approval.denied", f"{run_id}/{step_id}", {"reason": exc.message}))
-            raise
-        decision = "rejected" if reject else "approved"
-        self.ledger.record_decision(
-            {
-                "run_id": run_id,
-                "step_id": step_id,
-                "decision": decision,
-                "principal": principal,
-                "comment": comment,
-                "decided_at": utcnow(),
-            },
-            AuditEvent(principal, f"approval.{decision}", f"{run_id}/{step_id}", {"comment": comment}),
-        )
-        return decision
+        """Decide an approval step (`kit.execution.approvals`); returns the decision."""
+        return self.approvals.decide(run_id, step_id, principal, reject=reject, comment=comment)
 
     # ---- the loop ----------------------------------------------------------
 
@@ -420,10 +445,34 @@ class Coordinator:
                         continue
                     self._finish(state, result, failures, progress)
                     sorter.done(task.step_id)
+        except KeyboardInterrupt:
+            self._stop(state, running, "cancelled", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except Exception as exc:  # a fault (a full disk, a busy ledger): end the run failed, if the ledger lets us
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            try:
+                self._stop(state, running, "failed", reason)
+            except Exception:  # noqa: BLE001 - the ledger itself is the fault: the run stays resumable
+                pass
+            raise
         finally:
             executor.shutdown()
             progress.close()
         return self._close(state, run_started, failures, waiting)
+
+    def _stop(self, state: _RunState, running: dict[Future, StepTask], status: str, reason: str) -> None:
+        """Stop the running steps' kernels and what they started; end them and the run `status` (cancelled
+        on Ctrl-C or SIGTERM, failed on a fault), so nothing is left `running`; `kit resume` continues."""
+        engines.cancel_running()
+        wait(list(running), timeout=10)
+        stopped = sorted(
+            {t.step_id for t in running.values()} | {s for s, v in state.statuses.items() if v == "running"}
+        )
+        for sid in stopped:
+            state.statuses[sid] = status
+        event = AuditEvent(state.principal, f"run.{status}", state.run_id, {"steps": stopped, "reason": reason})
+        self.ledger.end_run_early(state.run_id, stopped, reason, event, status=status)
+        self.ledger.release()
 
     def _start(
         self,
@@ -458,45 +507,36 @@ class Coordinator:
         running[executor.submit(task)] = task
         return "running"
 
-    def _set_status(self, state: _RunState, sid: str, status: str, progress: Progress) -> str:
+    def _set_status(
+        self, state: _RunState, sid: str, status: str, progress: Progress, reason: str | None = None
+    ) -> str:
         state.statuses[sid] = status
-        self.ledger.update_step(state.run_id, sid, status=status)
+        self.ledger.update_step(state.run_id, sid, status=status, reason=reason)
         progress.advance(f"{sid}: {status}")
         return status
 
     def _gate(self, state: _RunState, sid: str, waiting: list[str], progress: Progress) -> str:
-        """An approval step: approved, rejected, expired, or waiting for a decision."""
+        """An approval step: decided (approved, rejected, expired), or waiting for a decision.
+
+        A scenario run never waits: its `approve:` decides the gate through the same policy,
+        or the gate and what follows it are skipped, so scenario runs do not pile up waiting."""
         approval = state.workflow.steps[sid].spec.approval
-        decision = self.ledger.decision(state.run_id, sid)
+        decision = self.ledger.decision(state.run_id, sid, settle=False)
+        if decision is None and state.scenario:
+            if sid not in state.approvals:
+                return self._set_status(state, sid, "skipped", progress, reason=SCENARIO_GATE)
+            self.ledger.step_waiting(state.run_id, sid, None)
+            self.approvals.decide(state.run_id, sid, state.approvals[sid], comment="declared by the scenario")
+            decision = self.ledger.decision(state.run_id, sid)
         if decision is not None:
             status = decision["decision"]
-            self.ledger.update_step(state.run_id, sid, status=status, ended_at=utcnow())
             state.statuses[sid] = status
             progress.advance(f"{sid}: {status}")
             return status
-        row = self.ledger.step(state.run_id, sid)
-        since = row["started_at"] if row else None
-        if (
-            since is not None
-            and approval.timeout
-            and (now() - since).total_seconds() > parse_duration(approval.timeout)
-        ):
-            self.ledger.record_decision(
-                {
-                    "run_id": state.run_id,
-                    "step_id": sid,
-                    "decision": "rejected",
-                    "principal": "kit",
-                    "comment": f"no decision within {approval.timeout}",
-                    "decided_at": utcnow(),
-                },
-                AuditEvent("kit", "approval.expired", f"{state.run_id}/{sid}", {"timeout": approval.timeout}),
-                step_status="rejected",
-            )
-            state.statuses[sid] = "rejected"
-            progress.advance(f"{sid}: rejected")
-            return "rejected"
-        self.ledger.step_waiting(state.run_id, sid)
+        deadline = None
+        if approval.timeout:
+            deadline = (now() + timedelta(seconds=parse_duration(approval.timeout))).isoformat(sep=" ")
+        self.ledger.step_waiting(state.run_id, sid, deadline)
         state.statuses[sid] = "waiting"
         waiting.append(sid)
         return "waiting"
@@ -540,7 +580,7 @@ class Coordinator:
             objects=str(self.store.root),
             engine=state.engine,
             timeout=step.spec.timeout,
-            env=dict(state.task_env),
+            env={**state.task_env, "KIT_IDEMPOTENCY_KEY": idempotency_key(state.run_id, sid)},
             redact=list(state.workflow.spec.policy.redact),
             secret_values=sorted(state.redactor.secrets),
         )
@@ -601,21 +641,27 @@ class Coordinator:
         )
 
     def _cached(self, state: _RunState, sid: str, task: StepTask, key: str) -> bool:
-        hit = self.ledger.cache_hit(key, sid, state.run_id)
+        """Reuse the outputs recorded under `key`, each re-checked against its object; a damaged one means
+        the step runs afresh (said on stderr)."""
+        hit = self.ledger.cache_hit(key, state.run_id)
         if hit is None:
             return False
         origin = hit["origin"]
-        outputs = self.ledger.outputs(origin, sid)
+        outputs = self.ledger.outputs(hit["run_id"], hit["step_id"], settle=False)
         if {o["name"] for o in outputs} != set(task.outputs):
             return False
-        for out in outputs:
-            if out["type"] == "table" and not self.store.has(out["artifact"]):
-                return False
-            if REDACTED in canonical_json(out["value"]):
-                return False  # a redacted value cannot stand in for the real one
+        if any(REDACTED in canonical_json(out["value"]) for out in outputs):
+            return False  # a redacted value cannot stand in for the real one
+        try:
+            checked = recorded_values(self.ledger, self.store, outputs)
+        except MissingObject:
+            return False
+        except KitError as exc:
+            print(f"warning: step {sid}: not reusing the cache: {exc.message}; the step runs afresh", file=sys.stderr)
+            return False
         moment = utcnow()
-        for out in outputs:
-            state.values[(sid, out["name"])] = out["artifact"] if out["type"] == "table" else out["value"]
+        for name, value in checked.items():
+            state.values[(sid, name)] = value
         state.statuses[sid] = "cached"
         self.ledger.record_step(
             {
@@ -650,7 +696,7 @@ class Coordinator:
                     "attributes": {"cached_from": origin},
                 }
             ],
-            [{**o, "run_id": state.run_id} for o in outputs],
+            [{**o, "run_id": state.run_id, "step_id": sid} for o in outputs],
         )
         return True
 
@@ -732,16 +778,18 @@ class Coordinator:
         return step_row, spans, outputs
 
     def _output_row(self, state: _RunState, sid: str, out: OutputRecord) -> dict[str, Any]:
-        value = out.value
+        """The output's ledger row; a JSON value (redacted) is also kept as an object, so reuse can check it."""
+        value, artifact = out.value, out.artifact
         if out.type != "table":
             value = REDACTED if state.redactor.matches(out.name) else state.redactor.value(value)
+            artifact = ref_of(self.store.put_bytes(canonical_bytes({"value": value})))
         return {
             "run_id": state.run_id,
             "step_id": sid,
             "name": out.name,
             "type": out.type,
             "value": value,
-            "artifact": out.artifact,
+            "artifact": artifact,
             "size_bytes": out.size_bytes,
         }
 
@@ -782,4 +830,6 @@ class Coordinator:
             bundle_id=state.lock["bundle_id"],
             waiting=waiting,
             values={f"{sid}.{name}": value for (sid, name), value in state.values.items()},
+            redactor=state.redactor,
+            workflow=state.workflow,
         )

@@ -9,14 +9,21 @@ Engines are plugins of the entry point group ``kit.engines`` (`kit.base.plugins`
 kit's own (`papermill`, `warm`, in `kit.execution.papermill_engines`) are declared
 the same way. The default engine of each command is in `DEFAULT_ENGINES`;
 ``KIT_ENGINE`` overrides it for every command, ``--engine`` for one.
+
+Engines register the step they are executing and its kernel (`running_step`), so that
+`cancel_running` can stop them all at once when the coordinator is interrupted.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import psutil
 
 from kit.base.plugins import Registry, UnknownPlugin
 from kit.errors import InvalidInput
@@ -28,6 +35,13 @@ ENGINE_ENV = "KIT_ENGINE"
 
 #: The engine each command uses unless KIT_ENGINE or --engine says otherwise.
 DEFAULT_ENGINES = {"run": "papermill", "test": "warm", "replay": "warm", "pytest": "warm"}
+
+#: The error_type of a step stopped by `cancel_running`.
+CANCELLED = "Cancelled"
+
+# Cells papermill adds to the notebook it executes and saves (papermill.parameterize, papermill.execute).
+INJECTED_TAG = "injected-parameters"
+ERROR_MARKER_TAG = "papermill-error-cell-tag"
 
 
 @dataclass
@@ -89,9 +103,111 @@ def kernel_environment(task: StepTask) -> dict[str, str]:
     return env
 
 
-def failing_cell(nb: Any, fallback: int) -> int:
-    """The index, in the executed notebook as saved, of the cell that raised."""
-    for index, cell in enumerate(nb.cells):
-        if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
-            return index
-    return fallback
+def _tags(cell: Any) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def failing_cell(executed: Any, cell_index: int, source: Any) -> int:
+    """The index in the user's notebook `source` of the cell papermill reports as `cell_index`.
+
+    papermill counts the cells it executed: those of `source` but its error banners,
+    and the parameters cell it injects (unless `source` has one, which it replaces in
+    place). It saves them, `executed`, with new banners, which it does not count.
+    """
+    kept = [i for i, cell in enumerate(source.cells) if ERROR_MARKER_TAG not in _tags(cell)]
+    if not any(INJECTED_TAG in _tags(cell) for cell in source.cells):
+        counted = [cell for cell in executed.cells if ERROR_MARKER_TAG not in _tags(cell)]
+        cell_index -= sum(INJECTED_TAG in _tags(cell) for cell in counted[:cell_index])
+    return kept[cell_index] if 0 <= cell_index < len(kept) else cell_index
+
+
+# multiprocessing's helpers serve the interpreter that started them, not one step, and exit with it.
+_INTERPRETER_HELPERS = ("from multiprocessing.resource_tracker import", "from multiprocessing.forkserver import")
+
+
+def _serves_its_parent(process: psutil.Process) -> bool:
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return any(helper in command for helper in _INTERPRETER_HELPERS)
+
+
+def kill_process_tree(pid: int, keep_root: bool = False) -> None:
+    """SIGKILL process `pid` and every process descended from it.
+
+    Descendants are found by their parent, so a process that left the kernel's session
+    or process group (``start_new_session=True``) is found too; one whose parent has
+    already exited, a daemon that double-forked, is not. With `keep_root` the process
+    lives on, and so do multiprocessing's resource tracker and fork server (not their
+    children): killed, the tracker would be relaunched and complain, in the next
+    step's output, about the semaphores that a pool of the previous step left behind.
+    """
+    try:
+        root = psutil.Process(pid)
+        processes = root.children(recursive=True)
+    except psutil.Error:
+        return
+    if keep_root:
+        processes = [process for process in processes if not _serves_its_parent(process)]
+    else:
+        processes.insert(0, root)  # first, so that it starts nothing more
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:  # gone already, or never ours to kill
+            pass
+
+
+class StepCancelled(Exception):
+    """Raised in a worker thread whose step was cancelled before its kernel was ready."""
+
+
+class RunningStep:
+    """A step an engine is executing, as `cancel_running` finds it: its kernel's pid once started."""
+
+    def __init__(self) -> None:
+        self.kernel_pid: int | None = None
+        self.cancelled = False
+
+    def kernel_started(self, pid: int | None) -> None:
+        """Note the kernel executing the step; if the step was cancelled meanwhile, kill it and stop."""
+        with _RUNNING_LOCK:
+            self.kernel_pid = pid
+            cancelled = self.cancelled
+        if cancelled:
+            if pid:
+                kill_process_tree(pid)
+            raise StepCancelled("the step was cancelled before it started")
+
+
+_RUNNING: set[RunningStep] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+@contextmanager
+def running_step() -> Iterator[RunningStep]:
+    """Register, while an engine executes it, a step that `cancel_running` must be able to stop."""
+    step = RunningStep()
+    with _RUNNING_LOCK:
+        _RUNNING.add(step)
+    try:
+        yield step
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(step)
+
+
+def cancel_running() -> None:
+    """Kill now the kernel of every step this process is executing, and every process it started.
+
+    For the coordinator's main thread on Ctrl-C or SIGTERM (DESIGN section 6): the worker
+    threads waiting on those kernels return promptly, each step's outcome `CANCELLED`. A
+    step whose kernel is still starting is stopped as soon as it has started.
+    """
+    with _RUNNING_LOCK:
+        for step in _RUNNING:
+            step.cancelled = True
+        pids = [step.kernel_pid for step in _RUNNING if step.kernel_pid]
+    for pid in pids:
+        kill_process_tree(pid)

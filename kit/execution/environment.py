@@ -62,7 +62,7 @@ def task_environment(workflow: Workflow, env: str | None, llm: LLMSettings | Non
     if llm and llm.recordings:
         out["KIT_LLM_RECORDINGS"] = str(llm.recordings)
         if Path(llm.recordings).is_file():  # recordings decide replayed outputs: they belong in cache keys
-            from kit.ledger.objects import sha256_file
+            from kit.base.digests import sha256_file
 
             out["KIT_LLM_RECORDINGS_SHA256"] = sha256_file(llm.recordings)
     return out

@@ -2,11 +2,14 @@
 
 Runs the notebook through an engine, then reads what the kernel spooled (outputs,
 spans, secret names), moves tables into the object store and checks every output
-against its declared type. It never touches the ledger.
+against its declared type. It never touches the ledger. A full disk, wherever it
+strikes (the kernel, the executed notebook, the object store), fails the step with
+`error_type` ``NoSpace`` and leaves no partial files behind; the spool goes either way.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,6 +19,7 @@ from typing import Any
 
 from kit.base.clock import new_span_id, utcnow
 from kit.base.jsonl import read_jsonl
+from kit.errors import NoSpace, is_no_space
 from kit.execution.engines import get_engine
 from kit.execution.task import OutputRecord, StepResult, StepTask
 from kit.kernel.api import OUTPUTS_DIR, SECRETS_FILE, SPANS_FILE
@@ -26,15 +30,38 @@ from kit.spec.policy import Redactor
 
 
 def execute_step(task: StepTask) -> StepResult:
+    started_at = utcnow()
+    t0 = time.perf_counter()
     spool = Path(task.spool)
+    try:
+        return _execute(task, spool, started_at, t0)
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        Path(task.output_notebook).unlink(missing_ok=True)  # a notebook cut short is no record
+        return StepResult(
+            step_id=task.step_id,
+            attempt=task.attempt,
+            status="failed",
+            started_at=started_at,
+            ended_at=utcnow(),
+            duration_ms=round((time.perf_counter() - t0) * 1000, 3),
+            error_type="NoSpace",
+            error_message=NoSpace.writing(Path(task.output_notebook).parent.parent).message,
+        )
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def _execute(task: StepTask, spool: Path, started_at: str, t0: float) -> StepResult:
     if spool.exists():
         shutil.rmtree(spool)
     spool.mkdir(parents=True)
     Path(task.output_notebook).parent.mkdir(parents=True, exist_ok=True)
 
-    started_at = utcnow()
-    t0 = time.perf_counter()
     outcome = get_engine(task.engine).execute(task)
+    if not outcome.ok and is_no_space(Exception(outcome.error_message or "")):
+        raise OSError(errno.ENOSPC, outcome.error_message)
     duration_ms = (time.perf_counter() - t0) * 1000
     result = StepResult(
         step_id=task.step_id,
@@ -57,7 +84,6 @@ def execute_step(task: StepTask) -> StepResult:
     _collect_llm_calls(task, spool, result, redactor)
     if outcome.ok:
         _collect_outputs(task, spool, result, redactor)
-    shutil.rmtree(spool, ignore_errors=True)
     if redactor.secrets and result.executed_notebook:
         _redact_file(Path(result.executed_notebook), redactor)
     return result
@@ -90,11 +116,17 @@ def _redact_file(path: Path, redactor: Redactor) -> None:
 
 
 def _redact_table(path: Path, redactor: Redactor) -> None:
-    """Secrets inside a table's text columns are replaced before the table is stored."""
+    """Secrets inside a table's text columns, and in its column names, are replaced before it is stored."""
     import pandas as pd
 
     frame = pd.read_parquet(path)
-    changed = False
+    names = [redactor.text(str(c)) for c in frame.columns]
+    for i, name in enumerate(names):  # two names redacted alike stay two columns
+        if names.count(name) > 1:
+            names[i] = f"{name}_{i}"
+    changed = names != [str(c) for c in frame.columns]
+    if changed:
+        frame.columns = names
     for column in frame.columns:
         if frame[column].dtype == object or str(frame[column].dtype).startswith("str"):
             cleaned = frame[column].map(lambda v: redactor.text(v) if isinstance(v, str) else v)

@@ -98,7 +98,9 @@ def _display(name: str, value: Any) -> None:
 
 
 def artifact_path(ref: str) -> Path:
-    """The file behind an ``artifact:sha256:...`` reference."""
+    """The file behind an ``artifact:sha256:...`` reference, its bytes re-hashed against the digest first."""
+    from kit.base.digests import sha256_file
+
     digest = ref[len(ARTIFACT_PREFIX) :]
     objects = os.environ.get(OBJECTS_ENV)
     if not objects:
@@ -106,7 +108,17 @@ def artifact_path(ref: str) -> Path:
             f"kit.load({ref!r}): an artifact reference needs the kit object store; "
             f"set {OBJECTS_ENV} or run the step with `kit run`"
         )
-    return Path(objects) / digest[:2] / digest[2:]
+    path = Path(objects) / digest[:2] / digest[2:]
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        raise KitNotebookError(f"kit.load({ref!r}): the object is missing from {objects}") from None
+    if actual != digest:
+        raise KitNotebookError(
+            f"kit.load({ref!r}): the object {path} is corrupt: its bytes hash to sha256:{actual}; "
+            "kit refuses to use it (`kit fsck` lists what else is damaged)"
+        )
+    return path
 
 
 def load(ref: Any):
@@ -216,3 +228,22 @@ def secret(name: str) -> str:
         raise KitNotebookError(f"kit.secret: the environment variable {name!r} is not set")
     declare_secret(name)
     return value
+
+
+IDEMPOTENCY_ENV = "KIT_IDEMPOTENCY_KEY"
+_standalone_key: str | None = None
+
+
+def idempotency_key() -> str:
+    """A key for this run's step that stays the same across its retries and resumes.
+
+    Pass it to tools that move money or write to other systems, so they can tell a
+    repeated request from a new one. Standalone (no run) it is fixed for this kernel.
+    """
+    global _standalone_key
+    key = os.environ.get(IDEMPOTENCY_ENV)
+    if key:
+        return key
+    if _standalone_key is None:
+        _standalone_key = "standalone-" + os.urandom(12).hex()
+    return _standalone_key

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kit.base.canonical import digest
+from kit.base.digests import digest
 from kit.base.jsonl import append_jsonl, read_jsonl
 
 MAX_DIFF_LINES = 40

@@ -1,8 +1,11 @@
 """The audit trail: an append-only, hash-chained table (DESIGN section 11).
 
 Each row carries the hash of the previous one; `verify` recomputes the chain and
-names the first row that was altered, removed or inserted out of order. Entries are
-appended inside the same transaction as the event they record (`append_entry`).
+names the first row that was altered, removed or inserted out of order. The chain's
+head (last seq and hash) is also kept outside the table (`.kit/audit.head`, written
+by the ledger after each transaction), so removing the newest entries is detected
+too, and a new entry never reuses the seq of a removed one. Entries are appended
+inside the same transaction as the event they record (`append_entry`).
 """
 
 from __future__ import annotations
@@ -45,9 +48,14 @@ class AuditEvent:
         )
 
 
-def append_entry(con, entry: dict[str, Any]) -> None:
-    """Append one hash-chained audit row; runs inside the writer's locked transaction."""
+def append_entry(con, entry: dict[str, Any], head: dict[str, Any] | None = None) -> None:
+    """Append one hash-chained audit row; runs inside the writer's locked transaction.
+
+    It follows the newer of the table's last row and the head kept outside it, so rows
+    removed from the end leave a gap that `verify` names, never a reused seq."""
     last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    if head is not None and (last is None or head["seq"] > last[0]):
+        last = (head["seq"], head["hash"])
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     at = utcnow()
     detail = entry.get("detail") or {}
@@ -64,13 +72,22 @@ class Problem:
     message: str
 
 
-def verify(rows: list[dict[str, Any]]) -> Problem | None:
-    """The first broken entry of the chain, or None when it is intact. `rows` ordered by seq."""
+def verify(
+    rows: list[dict[str, Any]], head: dict[str, Any] | None = None, head_file: str = "the head file"
+) -> Problem | None:
+    """The first broken entry of the chain, or None when it is intact. `rows` ordered by seq;
+    `head` the chain's head kept outside the table (None: there is none)."""
     prev = GENESIS
     expected_seq = 1
     for row in rows:
         if row["seq"] != expected_seq:
-            return Problem(expected_seq, f"audit entry {expected_seq} is missing (found {row['seq']} next)")
+            missing = f"{expected_seq}" if row["seq"] == expected_seq + 1 else f"{expected_seq} to {row['seq'] - 1}"
+            return Problem(
+                expected_seq,
+                f"audit entries {missing} are missing (found {row['seq']} next)"
+                if "to" in missing
+                else f"audit entry {missing} is missing (found {row['seq']} next)",
+            )
         if row["prev_hash"] != prev:
             return Problem(
                 row["seq"],
@@ -88,4 +105,20 @@ def verify(rows: list[dict[str, Any]]) -> Problem | None:
             return Problem(row["seq"], f"audit entry {row['seq']} ({row['action']} {row['subject']}) was altered")
         prev = row["hash"]
         expected_seq += 1
+    last = rows[-1]["seq"] if rows else 0
+    if head is None:
+        if rows:
+            return Problem(last, f"{head_file} is missing: the newest entries could have been removed unnoticed")
+        return None
+    if head["seq"] > last:
+        gone = f"{last + 1}" if head["seq"] == last + 1 else f"{last + 1} to {head['seq']}"
+        word = "entry" if head["seq"] == last + 1 else "entries"
+        return Problem(
+            last + 1,
+            f"audit {word} {gone} {'is' if word == 'entry' else 'are'} missing: the chain's "
+            f"head ({head_file}) is at {head['seq']}, the table ends at {last}",
+        )
+    at_head = next((r for r in rows if r["seq"] == head["seq"]), None)
+    if at_head is not None and at_head["hash"] != head["hash"]:
+        return Problem(head["seq"], f"audit entry {head['seq']} does not match the chain's head ({head_file})")
     return None

@@ -16,7 +16,18 @@ A write is a batch of operations simple enough to journal as JSON:
 ``("audit", entry)`` (an audit entry, chained to the last one inside the transaction).
 Only `kit.ledger.ledger.Ledger` builds them; everything else calls its named operations.
 
-Reading never creates the file: before the first write, reads see empty tables.
+Reading never creates the file: before the first write, reads see empty tables. A
+read first applies the journaled batches (waiting, with a message, while the file is
+held), so it never misses rows; the coordinator's own reads during a run pass
+``settle=False`` instead, so a reader holding the file never stalls a run.
+
+A batch that cannot be applied (a duplicate key, a constraint) is set aside in
+`.kit/pending/failed/` with the reason, so one bad batch never blocks the ledger.
+After every transaction that appended to the audit trail, the chain's head (its last
+seq and hash) is written to `.kit/audit.head`, outside the table (DESIGN section 7).
+
+A file that is not a DuckDB ledger, or one cut short, is a `LedgerUnreadable` naming
+it; a full disk is a `NoSpace` saying what to free.
 """
 
 from __future__ import annotations
@@ -34,8 +45,10 @@ from typing import Any
 
 from kit.base.backoff import delay
 from kit.base.clock import utcnow
-from kit.errors import InvalidInput, KitError
+from kit.errors import InvalidInput, KitError, NoSpace, is_no_space
 from kit.ledger.schema import JSON_COLUMNS, MIGRATIONS, SCHEMA_VERSION
+
+HEAD_NAME = "audit.head"
 
 LEASE = 0.3  # seconds a write connection stays open after its last transaction
 LEASE_MAX = 1.0  # seconds it may stay open in all, however busy the run
@@ -77,6 +90,32 @@ class Busy(Exception):
     """The ledger stayed locked by another process for the whole wait."""
 
 
+class LedgerBusy(KitError):
+    """The ledger stayed held by another process, and what was asked cannot wait in the journal."""
+
+
+class LedgerUnreadable(KitError):
+    """The ledger file is not a DuckDB ledger, or is damaged."""
+
+
+def _file_faults() -> tuple[type, ...]:
+    """DuckDB's errors for a damaged file or a full disk (not a statement's own mistake)."""
+    import duckdb
+
+    return (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
+
+
+def _fault(path: Path, exc: Exception) -> KitError:
+    """A DuckDB error that is not the caller's doing, as the one-line error a user can act on."""
+    if is_no_space(exc):
+        return NoSpace.writing(path)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return LedgerUnreadable(
+        f"{path}: the ledger cannot be read ({first}); move the file aside (kit starts a new "
+        "ledger) or restore it from a backup, then try again"
+    )
+
+
 class Database:
     """Transactions, journaled batches and reads on one ledger file; knows no table but its own."""
 
@@ -84,8 +123,10 @@ class Database:
         self.path = Path(path)
         self.lock_path = self.path.with_suffix(".lock")
         self.pending_dir = self.path.parent / "pending"
+        self.head_path = self.path.parent / HEAD_NAME
         self.wait = float(os.environ.get("KIT_LEDGER_WAIT", 15.0)) if wait is None else wait
         self._journaling = False  # after one busy wait, don't wait long again until a write goes through
+        self._head_moved = False  # the transaction appended to the audit trail
         self._lease = _lease_of(self.path)
 
     # ---- connections -------------------------------------------------------
@@ -105,7 +146,9 @@ class Database:
                 con.execute("PRAGMA disable_checkpoint_on_shutdown")
                 return con
             except duckdb.Error as exc:
-                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                if not _is_lock_error(exc):
+                    raise _fault(self.path, exc) from None
+                if time.monotonic() >= deadline:
                     raise
             attempt += 1
             time.sleep(delay(attempt, 0.01, cap=0.25, jitter=1.0))
@@ -125,11 +168,17 @@ class Database:
             raise Busy() from None
         try:
             con = self._connect(read_only=False, wait=wait)
-            self._migrate(con)
+            try:
+                self._migrate(con)
+            except BaseException:
+                con.close()
+                raise
         except BaseException as exc:
             lock.release()
-            if isinstance(exc, duckdb.Error) and _is_lock_error(exc):
-                raise Busy() from None
+            if isinstance(exc, duckdb.Error):
+                if _is_lock_error(exc):
+                    raise Busy() from None
+                raise _fault(self.path, exc) from None
             raise
         self._lease.con, self._lease.lock = con, lock
         self._lease.leased_at = time.monotonic()
@@ -162,7 +211,9 @@ class Database:
 
     @contextmanager
     def transaction(self, wait: float | None = None) -> Iterator[Any]:
-        """A write transaction; applies journaled batches first."""
+        """A write transaction; applies journaled batches first, and keeps the audit head after."""
+        import duckdb
+
         wait = self.wait if wait is None else wait
         with self._lease.guard:
             con = self._open_lease(wait)
@@ -175,12 +226,42 @@ class Database:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
+                if self._head_moved:
+                    self._keep_head(con)
+            except duckdb.Error as exc:
+                self.release()
+                if isinstance(exc, _file_faults()):
+                    raise _fault(self.path, exc) from None
+                raise  # a statement's own mistake (a duplicate key, say): the caller's to report
             except BaseException:
                 self.release()
                 raise
+            finally:
+                self._head_moved = False
             for path in drained:
                 path.unlink(missing_ok=True)
             self._renew()
+
+    def _keep_head(self, con) -> None:
+        """Write the audit chain's head (last seq and hash) beside the ledger, when it moved."""
+        last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is None:
+            return
+        head = {"seq": last[0], "hash": last[1]}
+        if read_head(self.head_path) == head:
+            return
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(head, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.head_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_no_space(exc):
+                raise NoSpace.writing(self.head_path) from None
+            raise
 
     def checkpoint(self) -> None:
         """Write the WAL into the file and give freed pages back (after deletions)."""
@@ -205,15 +286,23 @@ class Database:
 
     # ---- writing -----------------------------------------------------------
 
-    def write(self, *ops: tuple, wait: float | None = None) -> bool:
-        """Apply `ops` in one transaction; journal them if the file stays busy. True if written now."""
+    def write(self, *ops: tuple, wait: float | None = None, journal: bool = True) -> bool:
+        """Apply `ops` in one transaction; journal them if the file stays busy. True if written now.
+
+        With ``journal=False`` (a decision that must be checked against the ledger as it is)
+        a busy file is a `LedgerBusy` instead."""
         batch = {"batch_id": uuid.uuid4().hex, "ops": list(ops)}
-        if wait is None and self._journaling:
+        if wait is None and self._journaling and journal:
             wait = min(self.wait, 0.2)
         try:
             with self.transaction(wait=wait) as con:
-                apply(con, batch["ops"])
+                self._head_moved |= apply(con, batch["ops"], self.head_path)
         except Busy:
+            if not journal:
+                raise LedgerBusy(
+                    f"{self.path} is held by another process (a notebook or `kit sql` that keeps it "
+                    "open?); nothing was written: try again when it lets go"
+                ) from None
             self._journal(batch)
             self._journaling = True
             return False
@@ -221,14 +310,20 @@ class Database:
         return True
 
     def _journal(self, batch: dict) -> None:
-        self.pending_dir.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{batch['batch_id']}.json"
         tmp = self.pending_dir / (".tmp-" + name)
-        with open(tmp, "w") as fh:
-            json.dump(batch, fh, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.pending_dir / name)
+        try:
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as fh:
+                json.dump(batch, fh, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.pending_dir / name)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_no_space(exc):
+                raise NoSpace.writing(self.pending_dir) from None
+            raise
 
     def flush(self, wait: float | None = None) -> bool:
         """Apply journaled batches now; False when the file stayed busy (they stay journaled)."""
@@ -247,6 +342,8 @@ class Database:
         return sorted(p for p in self.pending_dir.glob("*.json") if not p.name.startswith(".tmp-"))
 
     def _drain_pending(self, con) -> list[Path]:
+        import duckdb
+
         done = []
         for path in self.pending():
             try:
@@ -256,11 +353,30 @@ class Database:
             seen = con.execute("SELECT 1 FROM ledger_batches WHERE batch_id = ?", [batch["batch_id"]]).fetchall()
             if not seen:
                 con.execute("BEGIN TRANSACTION")
-                apply(con, [tuple(op) for op in batch["ops"]])
-                con.execute("INSERT INTO ledger_batches VALUES (?, ?)", [batch["batch_id"], utcnow()])
+                try:
+                    self._head_moved |= apply(con, [tuple(op) for op in batch["ops"]], self.head_path)
+                    con.execute("INSERT INTO ledger_batches VALUES (?, ?)", [batch["batch_id"], utcnow()])
+                except (duckdb.ConstraintException, duckdb.BinderException, duckdb.ConversionException) as exc:
+                    con.execute("ROLLBACK")
+                    self._set_aside(path, exc)
+                    continue
                 con.execute("COMMIT")
             done.append(path)
         return done
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        """A journaled batch that cannot be applied goes to pending/failed/, with why, and is said once."""
+        import sys
+
+        failed = self.pending_dir / "failed"
+        failed.mkdir(exist_ok=True)
+        os.replace(path, failed / path.name)
+        reason = str(exc).splitlines()[0]
+        (failed / (path.stem + ".error")).write_text(reason + "\n")
+        print(
+            f"warning: a journaled ledger batch could not be applied ({reason}); kept in {failed / path.name}",
+            file=sys.stderr,
+        )
 
     # ---- reading -----------------------------------------------------------
 
@@ -268,23 +384,54 @@ class Database:
     def exists(self) -> bool:
         return self.path.exists()
 
-    def read(self, sql: str, params: list | None = None, wait: float | None = None) -> tuple[list[str], list[tuple]]:
-        """Run a read-only query; column names and rows. JSON columns come back as values."""
-        if self.exists and self.pending():
-            self.flush(wait=min(self.wait, 1.0))  # journaled rows first, so a reader sees them
+    def settle(self) -> None:
+        """Apply journaled batches before a read, waiting (with a message) while the file is held."""
+        if not self.exists or not self.pending():
+            return
+        import sys
+
+        deadline = time.monotonic() + self.wait
+        said = False
+        while not self.flush(wait=min(1.0, self.wait)):
+            if time.monotonic() >= deadline:
+                raise LedgerBusy(
+                    f"{self.path} is held by another process, and {len(self.pending())} journaled "
+                    f"batch(es) in {self.pending_dir} wait to be applied; try again when it lets go"
+                )
+            if not said:
+                print(
+                    f"waiting for the ledger: another process holds {self.path} (up to {self.wait:g}s, "
+                    "KIT_LEDGER_WAIT)",
+                    file=sys.stderr,
+                )
+                said = True
+
+    def read(self, sql: str, params: list | None = None, settle: bool = True) -> tuple[list[str], list[tuple]]:
+        """Run a read-only query; column names and rows. JSON columns come back as values.
+
+        `settle` applies journaled rows first; the coordinator's reads during a run skip
+        that, so a reader holding the file never stalls it."""
+        import duckdb
+
+        if settle:
+            self.settle()
         with self._lease.guard:
             if self._lease.con is not None:  # this process holds the lease: read through it
                 return _fetch(self._lease.con, sql, params)
         if not self.exists:
             return _fetch(_empty_ledger(), sql, params)
-        con = self._connect(read_only=True, wait=self.wait if wait is None else wait)
+        con = self._connect(read_only=True, wait=self.wait)
         try:
             return _fetch(con, sql, params)
+        except duckdb.Error as exc:
+            if isinstance(exc, _file_faults()):
+                raise _fault(self.path, exc) from None
+            raise
         finally:
             con.close()
 
-    def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
-        columns, rows = self.read(sql, params)
+    def rows(self, sql: str, params: list | None = None, settle: bool = True) -> list[dict[str, Any]]:
+        columns, rows = self.read(sql, params, settle=settle)
         return [dict(zip(columns, row)) for row in rows]
 
     def user_query(self, sql: str) -> tuple[list[str], list[tuple]]:
@@ -300,8 +447,11 @@ class Database:
         allowed = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
         for statement in statements:
             if statement.type not in allowed:
+                words = statement.query.split()
+                verb = words[0].upper() if words else statement.type.name
+                article = "an" if verb[:1] in "AEIOU" else "a"
                 raise InvalidInput(
-                    f"kit sql is read-only: refused a {statement.type.name} statement "
+                    f"kit sql is read-only: refused {article} {verb} statement "
                     "(only SELECT, WITH ... SELECT and EXPLAIN run here)"
                 )
         try:
@@ -380,10 +530,11 @@ def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = F
     )
 
 
-def apply(con, ops: list[tuple]) -> None:
-    """Apply a batch's operations on an open transaction."""
+def apply(con, ops: list[tuple], head_path: Path | None = None) -> bool:
+    """Apply a batch's operations on an open transaction; True if it appended to the audit trail."""
     from kit.ledger.audit import append_entry
 
+    audited = False
     for op in ops:
         kind = op[0]
         if kind in ("insert", "insert_absent"):
@@ -394,6 +545,17 @@ def apply(con, ops: list[tuple]) -> None:
             _, statement, params = op
             con.execute(statement, params)
         elif kind == "audit":
-            append_entry(con, op[1])
+            append_entry(con, op[1], read_head(head_path) if head_path else None)
+            audited = True
         else:
             raise ValueError(f"unknown ledger operation {kind!r}")
+    return audited
+
+
+def read_head(path: Path) -> dict[str, Any] | None:
+    """The audit chain's head kept beside the ledger ({"seq", "hash"}), or None when there is none."""
+    try:
+        head = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return head if isinstance(head, dict) and isinstance(head.get("seq"), int) else None

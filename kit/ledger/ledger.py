@@ -15,8 +15,8 @@ from typing import Any
 
 from kit.base.clock import utcnow
 from kit.errors import InvalidInput, NotFound
-from kit.ledger.audit import AuditEvent
-from kit.ledger.database import Database
+from kit.ledger.audit import AuditEvent, Problem, verify
+from kit.ledger.database import Database, read_head
 
 RUN_STATUSES = ("running", "succeeded", "failed", "waiting", "rejected", "cancelled")
 DONE_STEP_STATUSES = ("succeeded", "cached", "approved")
@@ -36,6 +36,8 @@ _STEP_FIELDS = (
     "error_cell",
     "error_source",
     "traceback",
+    "deadline",
+    "reason",
 )
 
 
@@ -106,14 +108,14 @@ class Ledger:
         """Set fields of a step's row (its status, start, attempts, cache key, ...)."""
         self.db.write(_update_step(run_id, step_id, fields))
 
-    def step_waiting(self, run_id: str, step_id: str) -> None:
-        """An approval step waits; it keeps the time it first started waiting."""
+    def step_waiting(self, run_id: str, step_id: str, deadline: str | None) -> None:
+        """An approval step waits; it keeps the time it first started waiting, and when it expires."""
         self.db.write(
             (
                 "sql",
-                "UPDATE steps SET status = 'waiting', started_at = coalesce(started_at, ?) "
-                "WHERE run_id = ? AND step_id = ?",
-                [utcnow(), run_id, step_id],
+                "UPDATE steps SET status = 'waiting', started_at = coalesce(started_at, ?), "
+                "deadline = coalesce(deadline, ?) WHERE run_id = ? AND step_id = ?",
+                [utcnow(), deadline, run_id, step_id],
             )
         )
 
@@ -128,22 +130,69 @@ class Ledger:
 
     # ---- approvals -----------------------------------------------------------
 
-    def record_decision(self, decision: dict[str, Any], event: AuditEvent, step_status: str | None = None) -> None:
-        """A decision on an approval step (a person's, or kit's when it expired), with its audit entry;
-        `step_status` also ends the step with that status."""
+    def record_decision(
+        self,
+        decision: dict[str, Any],
+        event: AuditEvent,
+        step_status: str | None = None,
+        skipped: list[str] = (),
+        run_status: str | None = None,
+    ) -> None:
+        """A decision on an approval step (a person's, or kit's when it expired) with its audit entry, in
+        one transaction: `step_status` ends the step, `skipped` steps are skipped, `run_status` ends the run.
+
+        Never journaled: a decision is final, so it must meet the ledger as it is. A second decision on the
+        same step is refused (`InvalidInput`)."""
+        import duckdb
+
+        run_id, step_id, at = decision["run_id"], decision["step_id"], decision["decided_at"]
         ops = [("insert", "approvals", [decision])]
         if step_status is not None:
-            ops.append(
-                _update_step(
-                    decision["run_id"], decision["step_id"], {"status": step_status, "ended_at": decision["decided_at"]}
-                )
+            ops.append(_update_step(run_id, step_id, {"status": step_status, "ended_at": at}))
+        for sid in skipped:
+            ops.append(_update_step(run_id, sid, {"status": "skipped", "reason": f"{step_id} was {step_status}"}))
+        if run_status is not None:
+            ops.append(("sql", "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?", [run_status, at, run_id]))
+        try:
+            self.db.write(*ops, event.op(), journal=False)
+        except duckdb.ConstraintException:
+            earlier = self.decision(run_id, step_id)
+            raise InvalidInput(
+                f"run {run_id}: step {step_id} was already {earlier['decision']} by {earlier['principal']} "
+                f"at {earlier['decided_at']}: decisions are final"
+            ) from None
+
+    def expired_approvals(self, at: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Waiting approval steps whose deadline has passed (of one run, or of all)."""
+        sql = "SELECT run_id, step_id, deadline FROM steps WHERE status = 'waiting' AND deadline < ?"
+        args: list[Any] = [at]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        return self.db.rows(sql, args)
+
+    def end_run_early(
+        self, run_id: str, steps: list[str], reason: str, event: AuditEvent, status: str = "cancelled"
+    ) -> None:
+        """A run stopped before its end (Ctrl-C, SIGTERM, a fault): its running steps and the run end
+        `status` (cancelled, or failed), with the reason; `kit resume` continues it."""
+        at = utcnow()
+        ops = [_update_step(run_id, sid, {"status": status, "ended_at": at, "reason": reason}) for sid in steps]
+        ops.append(
+            (
+                "sql",
+                "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
+                [status, at, reason, run_id],
             )
+        )
         self.db.write(*ops, event.op())
 
-    def decision(self, run_id: str, step_id: str) -> dict[str, Any] | None:
+    def decision(self, run_id: str, step_id: str, settle: bool = True) -> dict[str, Any] | None:
+        """The decision on an approval step (there is at most one: decisions are final)."""
         rows = self.db.rows(
-            "SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY decided_at DESC LIMIT 1",
+            "SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY decided_at LIMIT 1",
             [run_id, step_id],
+            settle=settle,
         )
         return rows[0] if rows else None
 
@@ -155,6 +204,11 @@ class Ledger:
     def audit_entries(self) -> list[dict[str, Any]]:
         """The whole audit trail, in order."""
         return self.db.rows("SELECT * FROM audit ORDER BY seq")
+
+    def verify_audit(self) -> tuple[int, Problem | None]:
+        """How many audit entries there are, and the first broken one (the head outside the table included)."""
+        rows = self.audit_entries()
+        return len(rows), verify(rows, read_head(self.db.head_path), str(self.db.head_path))
 
     def latest_audit(self, limit: int) -> tuple[list[str], list[tuple]]:
         return self.db.read(
@@ -180,19 +234,27 @@ class Ledger:
         rows = self.db.rows("SELECT * FROM steps WHERE run_id = ? AND step_id = ?", [run_id, step_id])
         return rows[0] if rows else None
 
-    def outputs(self, run_id: str, step_id: str | None = None) -> list[dict[str, Any]]:
+    def outputs(self, run_id: str, step_id: str | None = None, settle: bool = True) -> list[dict[str, Any]]:
         if step_id is None:
-            return self.db.rows("SELECT * FROM outputs WHERE run_id = ? ORDER BY step_id, name", [run_id])
-        return self.db.rows("SELECT * FROM outputs WHERE run_id = ? AND step_id = ? ORDER BY name", [run_id, step_id])
+            return self.db.rows(
+                "SELECT * FROM outputs WHERE run_id = ? ORDER BY step_id, name", [run_id], settle=settle
+            )
+        return self.db.rows(
+            "SELECT * FROM outputs WHERE run_id = ? AND step_id = ? ORDER BY name", [run_id, step_id], settle=settle
+        )
 
-    def cache_hit(self, cache_key: str, step_id: str, exclude_run: str) -> dict[str, Any] | None:
-        """The latest finished step recorded under `cache_key` (not of `exclude_run`), with the run whose
-        outputs it holds (`origin`)."""
+    def cache_hit(self, cache_key: str, exclude_run: str) -> dict[str, Any] | None:
+        """The latest finished step recorded under `cache_key` (not of `exclude_run`): its run and step,
+        whose outputs are exactly those recorded under the key, and the run that first made them (`origin`).
+
+        The key holds the step's notebook digest, inputs and declared outputs, so a hit may be another step
+        running the same notebook on the same inputs. Read without settling (it runs mid-run)."""
         rows = self.db.rows(
-            "SELECT run_id, cached_from, executed_notebook, coalesce(cached_from, run_id) AS origin FROM steps "
-            "WHERE cache_key = ? AND step_id = ? AND status IN ('succeeded', 'cached') AND run_id <> ? "
+            "SELECT run_id, step_id, executed_notebook, coalesce(cached_from, run_id) AS origin FROM steps "
+            "WHERE cache_key = ? AND status IN ('succeeded', 'cached') AND run_id <> ? "
             "ORDER BY ended_at DESC LIMIT 1",
-            [cache_key, step_id, exclude_run],
+            [cache_key, exclude_run],
+            settle=False,
         )
         return rows[0] if rows else None
 
@@ -224,7 +286,7 @@ class Ledger:
         sql = f"""
             SELECT r.run_id, r.workflow, r.version, r.status, r.principal, r.env, r.started_at,
                    round(epoch(r.ended_at) - epoch(r.started_at), 2) AS seconds,
-                   count(s.step_id) FILTER (WHERE s.status IN ('succeeded', 'cached')) || '/' || count(s.step_id) AS steps,
+                   count(s.step_id) FILTER (WHERE s.status IN ('succeeded', 'cached', 'approved')) || '/' || count(s.step_id) AS steps,
                    r.scenario_id
             FROM runs r LEFT JOIN steps s USING (run_id)
             {"WHERE " + " AND ".join(where) if where else ""}
@@ -239,6 +301,60 @@ class Ledger:
             [run_id],
         )
         return [r["ref"] for r in rows if r["ref"]]
+
+    def object_origin(self, digest: str) -> str:
+        """Who made an object, in words: a run's step output, a run's LLM call, or a bundle's file."""
+        from kit.ledger.objects import digest_of, ref_of
+
+        digest = digest_of(digest)
+        ref = ref_of(digest)
+        rows = self.db.rows(
+            "SELECT run_id, step_id, name FROM outputs WHERE artifact = ? ORDER BY run_id LIMIT 1", [ref], settle=False
+        )
+        if rows:
+            return f"run {rows[0]['run_id']}, step {rows[0]['step_id']} (output {rows[0]['name']})"
+        rows = self.db.rows(
+            "SELECT run_id, step_id FROM spans WHERE kind = 'llm' AND attributes->>'kit.llm.content' = ? LIMIT 1",
+            [ref],
+            settle=False,
+        )
+        if rows:
+            return f"run {rows[0]['run_id']}, step {rows[0]['step_id']} (an LLM call)"
+        rows = self.db.rows(
+            "SELECT bundle_id, workflow, lock FROM bundles WHERE contains(CAST(lock AS VARCHAR), ?) LIMIT 1",
+            [digest],
+            settle=False,
+        )
+        if rows:
+            files = [k for k, v in (rows[0]["lock"] or {}).get("files", {}).items() if v == digest]
+            return f"bundle {rows[0]['bundle_id'][:12]} of {rows[0]['workflow']} (file {', '.join(files)})"
+        return ""
+
+    def object_references(self) -> list[tuple[str, str]]:
+        """Every object the ledger refers to, with who refers to it: (digest, words)."""
+        from kit.ledger.objects import digest_of
+
+        refs = [
+            (digest_of(r["artifact"]), f"run {r['run_id']}, step {r['step_id']} (output {r['name']})")
+            for r in self.db.rows("SELECT run_id, step_id, name, artifact FROM outputs WHERE artifact IS NOT NULL")
+        ]
+        refs += [
+            (digest_of(r["ref"]), f"run {r['run_id']}, step {r['step_id']} (an LLM call)")
+            for r in self.db.rows(
+                "SELECT run_id, step_id, attributes->>'kit.llm.content' AS ref FROM spans "
+                "WHERE kind = 'llm' AND attributes->>'kit.llm.content' IS NOT NULL"
+            )
+        ]
+        for row in self.db.rows("SELECT bundle_id, lock FROM bundles WHERE bundle_id IN (SELECT bundle_id FROM runs)"):
+            for name, digest in (row["lock"] or {}).get("files", {}).items():
+                refs.append((digest, f"bundle {row['bundle_id'][:12]} (file {name})"))
+        return refs
+
+    def executed_notebooks(self) -> list[dict[str, Any]]:
+        """Every executed notebook the ledger names: run, step, path."""
+        return self.db.rows(
+            "SELECT run_id, step_id, executed_notebook AS path FROM steps WHERE executed_notebook IS NOT NULL"
+        )
 
     def user_query(self, sql: str) -> tuple[list[str], list[tuple]]:
         """A user's read-only SQL (`kit sql`)."""
@@ -258,21 +374,19 @@ class Ledger:
         )
         return rows[0]["bundle_id"] if rows else None
 
-    def bundle_of_run(self, ref: str) -> str | None:
-        """The bundle of the one run `ref` names (its id, or a prefix of 8 characters or more)."""
-        rows = self.db.rows(
-            "SELECT bundle_id FROM runs WHERE run_id = ? OR (length(?) >= 8 AND starts_with(run_id, ?)) LIMIT 2",
-            [ref, ref, ref],
-        )
-        return rows[0]["bundle_id"] if len(rows) == 1 else None
-
     def bundles_with_prefix(self, prefix: str) -> list[dict[str, Any]]:
         return self.db.rows("SELECT bundle_id, workflow FROM bundles WHERE starts_with(bundle_id, ?)", [prefix.lower()])
 
     # ---- retention -----------------------------------------------------------
 
     def runs_for_retention(self) -> list[dict[str, Any]]:
-        return self.db.rows("SELECT run_id, manifest, started_at, status FROM runs ORDER BY run_id")
+        return self.db.rows("SELECT run_id, manifest, started_at, status, scenario_id FROM runs ORDER BY run_id")
+
+    def cache_origins(self, excluding: list[str]) -> set[str]:
+        """Runs whose outputs and notebooks cached steps of other runs (not those `excluding`) still use."""
+        rows = self.db.rows("SELECT DISTINCT run_id, cached_from FROM steps WHERE cached_from IS NOT NULL")
+        gone = set(excluding)
+        return {r["cached_from"] for r in rows if r["run_id"] not in gone}
 
     def delete_runs(self, run_ids: list[str], events: list[AuditEvent]) -> None:
         """Every row of these runs, in one transaction with an audit entry each."""

@@ -1,10 +1,15 @@
 """`kit gc`: delete runs older than their workflow's retention, and reclaim their space.
 
-A run is kept, whatever its age, while a scenario file names it (`source.run`), or
-while it is still running or waiting. Its ledger rows, its executed notebooks and
-the objects nothing else refers to any more are deleted; each deleted run is
-appended to the audit trail (DESIGN section 11). The audit table itself is never
-touched.
+A run is kept, whatever its age, while a scenario file names it (`source.run`), while
+another run's cached steps use its outputs, or while it is still running or waiting
+for a person (a scenario run left waiting by an older kit is collected). Its ledger
+rows, its executed notebooks and the objects nothing else refers to any more are
+deleted; each deleted run is appended to the audit trail (DESIGN section 11). The
+audit table itself is never touched.
+
+gc also removes what interrupted writers left behind (temporary objects, journal and
+spool files, half-written bundles): all of it when no run is being driven, and only
+what is older than an hour while one is.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from kit.spec.project import Project
 class Collection:
     runs: list[str] = field(default_factory=list)
     kept_for_scenarios: list[str] = field(default_factory=list)
+    kept_for_cache: list[str] = field(default_factory=list)
+    temporary: int = 0  # leftover temporary files removed
     objects: int = 0
     bytes_freed: int = 0
 
@@ -71,7 +78,9 @@ def collect(project: Project, actor: str, older_than: str | None = None, dry_run
     result = Collection()
     limits: dict[str, float | None] = {}
     for run in ledger.runs_for_retention():
-        if run["status"] in ("running", "waiting") or run["started_at"] is None:
+        if run["started_at"] is None or run["status"] == "running":
+            continue
+        if run["status"] == "waiting" and run["scenario_id"] is None:
             continue
         manifest = run["manifest"]
         if manifest not in limits:
@@ -83,6 +92,14 @@ def collect(project: Project, actor: str, older_than: str | None = None, dry_run
             result.kept_for_scenarios.append(run["run_id"])
             continue
         result.runs.append(run["run_id"])
+    while True:  # a run whose outputs a kept run's cached steps use is kept too
+        used = ledger.cache_origins(result.runs) & set(result.runs)
+        if not used:
+            break
+        result.runs = [r for r in result.runs if r not in used]
+        result.kept_for_cache.extend(sorted(used))
+    if not dry_run:
+        result.temporary = sweep_temporary(project, store)
     if dry_run or not result.runs:
         return result
 
@@ -111,3 +128,35 @@ def _sweep_objects(ledger: Ledger, store: ObjectStore) -> tuple[int, int]:
                 path.unlink()
                 count += 1
     return count, freed
+
+
+def sweep_temporary(project: Project, store: ObjectStore) -> int:
+    """Remove what interrupted writers left: temporary objects, journal and spool files, half-written
+    bundles. All of it when no run is being driven now; else only what is older than an hour."""
+    import time
+
+    from kit.ledger.driver import RunDriver
+
+    runs_dir = project.runs_dir
+    active = runs_dir.is_dir() and any(
+        RunDriver(runs_dir, run.name).busy() for run in runs_dir.iterdir() if (run / "driver.lock").exists()
+    )
+    cutoff = time.time() - 3600 if active else float("inf")
+    leftovers = list(store.temporary_files())
+    leftovers += list((project.home / "pending").glob(".tmp-*"))
+    leftovers += list(project.home.glob("*.tmp"))
+    if runs_dir.is_dir():
+        leftovers += [spool for run in runs_dir.iterdir() for spool in (run / ".spool").glob("*")]
+    bundles = project.home / "bundles"
+    if bundles.is_dir():
+        leftovers += [b for b in bundles.iterdir() if b.is_dir() and not (b / ".complete").exists()]
+    removed = 0
+    for path in leftovers:
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed

@@ -59,6 +59,16 @@ MIGRATIONS: list[tuple[int, str]] = [
             detail JSON, prev_hash VARCHAR, hash VARCHAR);
         """,
     ),
+    (
+        4,
+        """
+        -- a decision is final: one per approval step (where an older kit let two in, the first stands)
+        DELETE FROM approvals WHERE rowid NOT IN (SELECT min(rowid) FROM approvals GROUP BY run_id, step_id);
+        CREATE UNIQUE INDEX approvals_once ON approvals (run_id, step_id);
+        ALTER TABLE steps ADD COLUMN deadline TIMESTAMP;  -- when a waiting approval expires
+        ALTER TABLE steps ADD COLUMN reason VARCHAR;      -- why a step was skipped or cancelled
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import graphlib
 import keyword
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from kit.base.paths import OutsideRoot, inside
 from kit.base.values import describe, json_problem
 from kit.base.yamlio import Located, load_yaml, validation_error
 from kit.errors import InvalidInput
@@ -128,6 +128,19 @@ class Workflow:
     steps: dict[str, Step]
     order: list[str]  # a dependency order of step ids
     warnings: list[str]
+    doc: Located | None = None  # the manifest as parsed, for errors that name a line
+
+    def where(self, loc: tuple) -> str:
+        """`file:line` of a field of the manifest."""
+        return self.doc.where(loc) if self.doc is not None else str(self.path)
+
+    def downstream(self, step_id: str) -> list[str]:
+        """Every step that depends on `step_id`, directly or not, in the graph's order."""
+        below: set[str] = {step_id}
+        for sid in self.order:
+            if self.steps[sid].depends_on & below:
+                below.add(sid)
+        return [sid for sid in self.order if sid in below and sid != step_id]
 
     @property
     def name(self) -> str:
@@ -175,15 +188,14 @@ class Workflow:
         return resolved
 
 
-_WIRE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
-
-
 def parse_wire(source: Any) -> tuple[str, str] | None:
-    """`params.X` or `STEP.OUTPUT` as a pair, or None when it is neither."""
+    """`params.X` or `STEP.OUTPUT` (Python identifiers, unicode included) as a pair, or None."""
     if not isinstance(source, str):
         return None
-    match = _WIRE.match(source.strip())
-    return (match.group(1), match.group(2)) if match else None
+    parts = source.strip().split(".")
+    if len(parts) != 2 or not all(p.isidentifier() for p in parts):
+        return None
+    return parts[0], parts[1]
 
 
 def _identifier_problem(name: Any, what: str) -> str | None:
@@ -219,11 +231,26 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
     if not spec.steps:
         problem(("steps",), "a workflow needs at least one step")
 
+    for name, component in spec.components.items():
+        try:
+            inside(path.parent, component.path)
+        except OutsideRoot as exc:
+            problem(("components", name, "path"), f"{exc}: a component lives in the workflow's folder")
+    for name, environment in spec.environments.items():
+        if environment.config is not None:
+            try:
+                inside(path.parent, environment.config)
+            except OutsideRoot as exc:
+                problem(("environments", name, "config"), f"{exc}: a config lives in the workflow's folder")
+
     steps: dict[str, Step] = {}
     for step_id, step_spec in spec.steps.items():
         loc = ("steps", step_id)
         if p := _identifier_problem(step_id, "step id"):
             problem(loc, p)
+            continue
+        if step_id == "params":
+            problem(loc, "a step may not be named 'params': `params.X` names the workflow's parameters")
             continue
         if (step_spec.notebook is None) == (step_spec.approval is None):
             problem(loc, "a step has either a notebook or an approval, not both and not neither")
@@ -235,7 +262,11 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
                 problem(loc + ("outputs", out_name), p)
         notebook_path, info = None, None
         if step_spec.notebook is not None:
-            notebook_path = (path.parent / step_spec.notebook).resolve()
+            try:
+                notebook_path = inside(path.parent, step_spec.notebook)
+            except OutsideRoot as exc:
+                problem(loc + ("notebook",), f"{exc}: a step's notebook lives in the workflow's folder")
+                continue
             if not notebook_path.is_file():
                 problem(loc + ("notebook",), f"no such notebook: {notebook_path}")
             else:
@@ -323,4 +354,4 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
 
     if problems:
         raise InvalidInput("\n".join(problems))
-    return Workflow(path=path, spec=spec, steps=steps, order=order, warnings=warnings)
+    return Workflow(path=path, spec=spec, steps=steps, order=order, warnings=warnings, doc=doc)

@@ -60,6 +60,11 @@ def inspect_notebook(path: Path) -> NotebookInfo:
             nb = json.load(fh)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"{path}: not a readable notebook: {exc}") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        found = "a JSON object without a list of cells" if isinstance(nb, dict) else f"a JSON {type(nb).__name__}"
+        raise InvalidInput(f"{path}: not a notebook: expected a JSON object with a list of cells, found {found}")
+    if not all(isinstance(cell, dict) for cell in nb["cells"]):
+        raise InvalidInput(f"{path}: not a notebook: every cell must be a JSON object")
     index = parameters_cell_index(nb)
     if index is None:
         raise InvalidInput(

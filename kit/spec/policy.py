@@ -47,6 +47,10 @@ class AccessPolicy:
     def roles_of(self, principal: str) -> set[str]:
         return set(self.principals.get(principal, []))
 
+    def holders_of(self, role: str) -> list[str]:
+        """The principals that hold `role`."""
+        return sorted(p for p, roles in self.principals.items() if role in roles)
+
     def entitlements_of(self, principal: str) -> set[str]:
         granted: set[str] = set()
         for role in self.roles_of(principal):
@@ -127,8 +131,11 @@ class Redactor:
             return self.text(value)
         if isinstance(value, list):
             return [self.value(v) for v in value]
-        if isinstance(value, dict):
-            return {k: (REDACTED if self.matches(str(k)) else self.value(v)) for k, v in value.items()}
+        if isinstance(value, dict):  # a secret may be a key too (a DataFrame's column, say)
+            return {
+                (self.text(k) if isinstance(k, str) else k): (REDACTED if self.matches(str(k)) else self.value(v))
+                for k, v in value.items()
+            }
         if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in self.secrets:
             return REDACTED
         return value
@@ -175,8 +182,30 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
+def principal_problem(name: Any) -> str | None:
+    """Why `name` cannot be a principal (empty, control characters, spaces at its ends, too long), or None."""
+    if not isinstance(name, str) or not name:
+        return "a principal's name cannot be empty"
+    if any(ch < " " or ch == "\x7f" for ch in name):
+        return f"a principal's name cannot hold control characters or line breaks: {name!r}"
+    if name != name.strip():
+        return f"a principal's name cannot start or end with spaces: {name!r}"
+    if len(name) > 200:
+        return "a principal's name cannot be longer than 200 characters"
+    return None
+
+
 def resolve_principal(as_: str | None) -> str:
-    """Who acts: `--as`, then ``KIT_PRINCIPAL``, then the OS user."""
+    """Who acts: `--as`, then ``KIT_PRINCIPAL``, then the OS user; a malformed name is refused (exit 2)."""
     import getpass
 
-    return as_ or os.environ.get("KIT_PRINCIPAL") or getpass.getuser()
+    if as_ is not None:
+        name, where = as_, "--as"
+    elif os.environ.get("KIT_PRINCIPAL") is not None:
+        name, where = os.environ["KIT_PRINCIPAL"], "KIT_PRINCIPAL"
+    else:
+        name, where = getpass.getuser(), "the OS user"
+    problem = principal_problem(name)
+    if problem:
+        raise InvalidInput(f"{where}: {problem}")
+    return name

@@ -1,8 +1,12 @@
-"""Where a project lives and where its state goes (DESIGN section 3).
+"""Where a project lives, its settings (`kit.yaml`) and where its state goes (DESIGN section 3).
 
 The project root is the nearest ancestor of the working directory holding
 ``kit.yaml`` or ``pyproject.toml``; ``--project`` overrides. State lives in
-``<root>/.kit`` unless ``KIT_HOME`` says otherwise.
+``<root>/.kit`` unless ``KIT_HOME`` says otherwise. ``kit.yaml`` is checked like a
+manifest: unknown keys, a principal holding an undefined role, a malformed name are
+refused with the file and line. Workflows are loaded through the project
+(`Project.load_workflow`), so an approval no principal could ever give is refused
+before anything runs.
 """
 
 from __future__ import annotations
@@ -13,9 +17,34 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from kit.errors import InvalidInput
 
 MARKERS = ("kit.yaml", "pyproject.toml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApprovalSettings(_Strict):
+    self_approve: bool = False
+
+
+class StoreSettings(_Strict):
+    url: str
+    trust: list[str] = []
+
+
+class Settings(_Strict):
+    """`kit.yaml`, as written."""
+
+    default_env: str | None = None
+    principals: dict[str, list[str]] = {}
+    roles: dict[str, list[str]] = {}
+    approvals: ApprovalSettings = ApprovalSettings()
+    store: StoreSettings | None = None
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -66,13 +95,61 @@ class Project:
 
     @cached_property
     def settings(self) -> dict[str, Any]:
-        """The optional ``kit.yaml``: principals, roles, default environment, store."""
+        """The optional ``kit.yaml``: principals, roles, default environment, store; checked."""
         path = self.root / "kit.yaml"
         if not path.is_file():
             return {}
-        from kit.base.yamlio import load_mapping
+        from kit.base.yamlio import load_mapping, validation_error
+        from kit.spec.policy import principal_problem
 
-        return load_mapping(path)[0]
+        data, doc = load_mapping(path)
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(doc, exc) from None
+        problems = []
+        for principal, roles in settings.principals.items():
+            problem = principal_problem(principal)
+            if problem:
+                problems.append(f"{doc.where(('principals', principal))}: principals: {problem}")
+            for index, role in enumerate(roles):
+                if role not in settings.roles:
+                    defined = ", ".join(settings.roles) or "none"
+                    problems.append(
+                        f"{doc.where(('principals', principal, index))}: principals.{principal}: role {role!r} "
+                        f"is not defined under roles: (defined: {defined})"
+                    )
+        if problems:
+            raise InvalidInput("\n".join(problems))
+        return data
+
+    @cached_property
+    def access(self):
+        """Who may do what here (`kit.spec.policy.AccessPolicy`), from kit.yaml."""
+        from kit.spec.policy import AccessPolicy
+
+        return AccessPolicy.from_settings(self.settings, str(self.root / "kit.yaml"))
+
+    def load_workflow(self, path: str | Path):
+        """A manifest, checked, and checked against this project: every approval must be one some
+        principal of kit.yaml can give, or a run would wait for ever."""
+        from kit.spec.manifest import load_workflow
+
+        workflow = load_workflow(path)
+        problems = []
+        for step in workflow.steps.values():
+            if not step.is_approval:
+                continue
+            for index, role in enumerate(step.spec.approval.approvers):
+                if not self.access.holders_of(role):
+                    problems.append(
+                        f"{workflow.where(('steps', step.id, 'approval', 'approvers', index))}: steps.{step.id}."
+                        f"approval.approvers: no principal in {self.root / 'kit.yaml'} holds the role {role!r}, "
+                        "so nobody could ever approve it"
+                    )
+        if problems:
+            raise InvalidInput("\n".join(problems))
+        return workflow
 
     def find_workflow(self, ref: str) -> Path:
         """A `workflow.yaml`, a folder holding one, or a workflow name found under the project."""

@@ -54,8 +54,6 @@ __all__ = [
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
-_NAME_RE = re.compile(rf"^{_NAME}$")
 
 PathPart = str | int
 
@@ -105,6 +103,8 @@ class Scenario(BaseModel):
     expect: list[Expectation] = Field(default_factory=list)
     recordings: str | None = None
     llm_mode: str | None = None  # live, record or replay (default: replay, or $KIT_LLM_MODE)
+    approve: dict[str, str] = Field(default_factory=dict)  # approval step -> who decides it in scenario runs
+    root: Path | None = None  # the project the scenario's files must stay in, once checked
     source: dict[str, Any] | None = None
     tags: list[str] = Field(default_factory=list)
     path: Path | None = None
@@ -129,6 +129,20 @@ class Scenario(BaseModel):
             return None
         p = Path(self.recordings)
         return p if p.is_absolute() else self.base_dir / p
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters, each ``{env: NAME}`` read from the environment (how a captured secret comes back)."""
+        out = {}
+        for name, value in self.params.items():
+            if isinstance(value, Mapping) and set(value) == {"env"} and isinstance(value["env"], str):
+                if value["env"] not in os.environ:
+                    raise InvalidInput(
+                        f"{self.where()}: params.{name}: the environment variable {value['env']} is not set "
+                        f"(the scenario reads this parameter from it)"
+                    )
+                value = os.environ[value["env"]]
+            out[name] = value
+        return out
 
     def where(self, expectation: Expectation | None = None) -> str:
         """``file:line`` of the scenario or of one of its expectations."""
@@ -155,6 +169,7 @@ class _RawScenario(BaseModel):
     expect: dict[Any, Any] | None = None  # keys are checked one by one, with their lines
     recordings: str | None = None
     llm_mode: Literal["live", "record", "replay"] | None = None
+    approve: dict[str, str] | None = None
     source: dict[str, Any] | None = None
     tags: list[str] | None = None
 
@@ -173,7 +188,7 @@ def parse_key(key: str) -> tuple[str, str, tuple[PathPart, ...]]:
     if any(p == "" for p in parts):
         raise ValueError(f"empty part in {key!r} (expected STEP.OUTPUT or STEP.OUTPUT.path)")
     step, output, rest = parts[0], parts[1], parts[2:]
-    if not _NAME_RE.match(step):
+    if not step.isidentifier():
         raise ValueError(f"{step!r} is not a step id (in {key!r}; expected STEP.OUTPUT[.path])")
     if not output.isidentifier():
         raise ValueError(f"{output!r} is not an output name (in {key!r}; expected STEP.OUTPUT[.path])")
@@ -235,6 +250,7 @@ def load_scenario(path: str | Path, text: str | None = None, check_spec: SpecChe
         expect=expectations,
         recordings=raw.recordings,
         llm_mode=raw.llm_mode,
+        approve=raw.approve or {},
         source=raw.source,
         tags=raw.tags or [],
         path=path,

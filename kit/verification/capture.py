@@ -3,11 +3,17 @@
 The run's parameters, environment and principal become the scenario's; each chosen
 output becomes an `equals` expectation (a table is written as a CSV file beside the
 scenario and compared with `table`); `source` keeps the provenance.
+
+A capture never writes ``[REDACTED]`` into a scenario (DESIGN section 11): a redacted
+parameter becomes ``{env: NAME}`` (read from the environment when the scenario runs),
+and an expectation on a redacted value is left out, with a warning.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +22,22 @@ import yaml
 from kit.base.clock import utcnow
 from kit.errors import InvalidInput
 from kit.ledger.ledger import Ledger
-from kit.ledger.objects import ObjectStore
+from kit.ledger.objects import CorruptObject, ObjectStore
+from kit.spec.policy import REDACTED
 from kit.spec.scenario import PathNotFound, extract, parse_key
 
 
 def llm_calls(ledger: Ledger, store: ObjectStore, run_id: str) -> list[dict[str, Any]]:
     """The run's LLM calls (request and response), in the order they were made."""
-    import json
-
-    return [json.loads(store.read_bytes(ref)) for ref in ledger.llm_call_refs(run_id) if store.has(ref)]
+    calls = []
+    for ref in ledger.llm_call_refs(run_id):
+        if not store.has(ref):
+            continue
+        try:
+            calls.append(json.loads(store.read_bytes(ref)))
+        except CorruptObject as exc:
+            raise exc.made_by(ledger.object_origin(ref)) from None
+    return calls
 
 
 def _slug(text: str) -> str:
@@ -49,10 +62,12 @@ def capture(
     outputs = {f"{o['step_id']}.{o['name']}": o for o in ledger.outputs(run_id)}
     if not outputs:
         raise InvalidInput(f"run {run_id} recorded no outputs to capture (status {run['status']})")
+    calls = llm_calls(ledger, store, run_id)  # read (and checked) before anything is written
     keys = list(expects) or list(outputs)
     stem = _slug(out.stem)
     out = out.resolve()
     expect: dict[str, Any] = {}
+    left_out: list[str] = []
     for key in keys:
         try:
             step, output, path = parse_key(key)
@@ -67,7 +82,10 @@ def capture(
                 raise InvalidInput(f"--expect {key!r}: a table is captured whole; name {step}.{output}")
             import pandas as pd
 
-            frame = pd.read_parquet(store.path(record["artifact"]))
+            try:
+                frame = pd.read_parquet(store.verified_path(record["artifact"]))
+            except CorruptObject as exc:
+                raise exc.made_by(f"run {run_id}, step {step} (output {output})") from None
             relative = Path("expected") / f"{stem}-{step}-{output}.csv"
             (out.parent / relative).parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(out.parent / relative, index=False)
@@ -77,7 +95,20 @@ def capture(
             value = extract(record["value"], path, label=f"{step}.{output}")
         except PathNotFound as exc:
             raise InvalidInput(f"--expect {key!r}: {exc}") from None
+        if REDACTED in json.dumps(value, default=str):
+            left_out.append(key)
+            continue
         expect[key] = {"equals": value}
+    for key in left_out:
+        print(f"warning: kit capture: {key} holds a redacted value: no expectation is written for it", file=sys.stderr)
+    for name, value in (run["params"] or {}).items():
+        if value == REDACTED:
+            print(
+                f"note: kit capture: params.{name} was redacted: the scenario reads it from ${name.upper()}",
+                file=sys.stderr,
+            )
+    if not expect:
+        raise InvalidInput(f"run {run_id}: every output chosen holds a redacted value; nothing to expect")
     source = {"run": run_id, "captured_by": captured_by, "captured_at": utcnow(), "bundle": run["bundle_id"]}
     if note:
         source["note"] = note
@@ -85,7 +116,7 @@ def capture(
         "scenario": name or f"{run['workflow']}/{stem}",
         "workflow": run["workflow"],
         "description": description or f"Captured from run {run_id}",
-        "params": run["params"] or {},
+        "params": {k: ({"env": k.upper()} if v == REDACTED else v) for k, v in (run["params"] or {}).items()},
     }
     if run["env"]:
         document["env"] = run["env"]
@@ -94,7 +125,6 @@ def capture(
     document["source"] = source
     if tags:
         document["tags"] = list(tags)
-    calls = llm_calls(ledger, store, run_id)
     if calls:
         from kit.kernel.recordings import write_recordings
 

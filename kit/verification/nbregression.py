@@ -57,8 +57,10 @@ DIFF_REPLACE: tuple[tuple[str, str, str], ...] = (
     (_OUTPUTS, r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}\.\d+(?:Z|[+-]\d{2}:?\d{2})?(?![\d.])", "<TIMESTAMP>"),
     # ... or with an offset or Z and whole seconds
     (_OUTPUTS, r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2})(?![\d.:])", "<TIMESTAMP>"),
-    # kit run ids: 20261103-102233-123-ab12 (kit.runner.new_run_id)
-    (_OUTPUTS, r"\b\d{8}-\d{6}-\d{3}-[0-9a-f]{4}\b", "<RUN_ID>"),
+    # kit run ids: 20261103-102233-123-0123456789abcdef (kit.base.clock.new_run_id; 4 hex digits before)
+    (_OUTPUTS, r"\b\d{8}-\d{6}-\d{3}-(?:[0-9a-f]{16}|[0-9a-f]{4})\b", "<RUN_ID>"),
+    # kit.idempotency_key() outside a run: fixed per kernel, new in the next
+    (_OUTPUTS, r"standalone-[0-9a-f]{24}", "standalone-<KEY>"),
     # artifact references and object-store paths: content digests
     (_OUTPUTS, r"artifact:sha256:[0-9a-f]{64}", "artifact:sha256:<DIGEST>"),
     (_OUTPUTS, r"objects/[0-9a-f]{2}/[0-9a-f]{62}", "objects/<DIGEST>"),

@@ -65,24 +65,39 @@ class ScenarioReplay:
         return sum(1 for e in self.expectations if e.classification == classification)
 
 
-def replay_scenario(runner: ScenarioRunner, path: Path, baseline_ref: str) -> ScenarioReplay:
+def replay_all(runner: ScenarioRunner, paths: list[Path], baseline_ref: str) -> list[ScenarioReplay]:
+    """Every scenario on the baseline and on the current workflow. The baseline is resolved once per
+    workflow; a baseline that cannot be had (an unknown reference, a snapshot that does not match its
+    lock) stops the replay with its own error, it does not make the scenarios invalid."""
+    baselines: dict[str, object] = {}
+
+    def baseline_of(workflow):
+        if workflow.name not in baselines:
+            baselines[workflow.name] = baseline_workflow(
+                runner.project, runner.coordinator.ledger, runner.coordinator.store, workflow, baseline_ref
+            )
+        return baselines[workflow.name]
+
+    return [replay_scenario(runner, path, baseline_of) for path in paths]
+
+
+def replay_scenario(runner: ScenarioRunner, path: Path, baseline_of) -> ScenarioReplay:
+    """One scenario on the workflow `baseline_of(current workflow)` gives, and on the current one."""
     result = ScenarioReplay(path=path)
     try:
         scenario, current_workflow = runner.prepare(path)
         result.scenario = scenario.id
-        old_workflow = baseline_workflow(
-            runner.project, runner.coordinator.ledger, runner.coordinator.store, current_workflow, baseline_ref
-        )
     except KitError as exc:
         result.invalid = exc.message
         return result
+    old_workflow = baseline_of(current_workflow)
     current = runner.run(path)
     if current.invalid:
         result.invalid = current.invalid
         return result
     old = runner.run(path, workflow=old_workflow, baseline_of=current.run_id)
     if old.invalid:
-        result.invalid = f"on the baseline {baseline_ref}: {old.invalid}"
+        result.invalid = f"on the baseline: {old.invalid}"
         return result
     result.baseline_run, result.current_run = old.run_id, current.run_id
     result.baseline_bundle, result.current_bundle = old.bundle_id, current.bundle_id

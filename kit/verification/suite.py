@@ -23,7 +23,7 @@ from kit.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, InvalidInput, KitErro
 from kit.execution.coordinator import Coordinator, RunRequest
 from kit.execution.engines import default_engine
 from kit.execution.environment import LLMSettings, task_environment
-from kit.spec.manifest import Workflow, load_workflow
+from kit.spec.manifest import Workflow
 from kit.spec.policy import resolve_principal
 from kit.spec.project import Project
 from kit.spec.scenario import Expectation, Scenario, discover, validate_against
@@ -98,7 +98,7 @@ class ScenarioRunner:
             path = self.project.find_workflow_by_name(name)
             if path is None:
                 raise InvalidInput(f"no workflow named {name!r} under {self.project.root}")
-            self._workflows[name] = load_workflow(path)
+            self._workflows[name] = self.project.load_workflow(path)
         return self._workflows[name]
 
     def llm_settings(self, scenario: Scenario) -> LLMSettings:
@@ -132,8 +132,9 @@ class ScenarioRunner:
             outcome = self.coordinator.run(
                 RunRequest(
                     workflow=workflow,
-                    params=dict(scenario.params),
+                    params=scenario.resolved_params(),
                     principal=resolve_principal(scenario.principal),
+                    approvals=dict(scenario.approve),
                     env=scenario.env,
                     workers=self.workers,
                     engine=self.engine,
@@ -158,13 +159,23 @@ class ScenarioRunner:
         result.values, result.bundle_id = outcome.values, outcome.bundle_id
         ctx = compare_context(scenario, load_table=self._load_table, **self.services(scenario, workflow))
         failed_steps = {f.step_id: f for f in outcome.failures}
+        redactor = outcome.redactor
         for expectation in scenario.expect:
             check = evaluate(expectation, outcome.values, ctx)
             failure = failed_steps.get(expectation.step)
             if failure and expectation.output_key not in outcome.values:
                 check.detail += f" (step {expectation.step} failed: {failure.error_type}: {failure.error_message})"
             elif expectation.output_key not in outcome.values and outcome.steps.get(expectation.step) == "skipped":
-                check.detail += f" (step {expectation.step} was skipped: an upstream step failed)"
+                why = (
+                    "an upstream step failed"
+                    if failed_steps
+                    else "it comes after an approval gate; scenario runs stop there unless `approve:` decides it"
+                )
+                check.detail += f" (step {expectation.step} was skipped: {why})"
+            if redactor is not None:  # what kit prints and keeps of a comparison holds no secret (DESIGN 11)
+                check.expected = redactor.value(jsonable(check.expected))
+                check.actual = redactor.value(jsonable(check.actual))
+                check.detail = redactor.text(check.detail) or ""
             result.checks.append((expectation, check))
         self._record(result, outcome.bundle_id)
         result.seconds = time.perf_counter() - t0
@@ -189,8 +200,13 @@ class ScenarioRunner:
     def _load_table(self, ref: Any):
         import pandas as pd
 
+        from kit.ledger.objects import CorruptObject
+
         if isinstance(ref, str) and ref.startswith("artifact:sha256:"):
-            return pd.read_parquet(self.coordinator.store.path(ref))
+            try:
+                return pd.read_parquet(self.coordinator.store.verified_path(ref))
+            except CorruptObject as exc:
+                raise exc.made_by(self.coordinator.ledger.object_origin(ref)) from None
         from kit.kernel.api import load
 
         return load(ref)

@@ -55,6 +55,7 @@ class CompareContext:
     """What a comparator may need besides the spec and the actual value.
 
     - ``base_dir``: the scenario file's folder; relative files in specs resolve here.
+    - ``root``: the project; a file a spec names must lie inside it (symlinks followed).
     - ``load_table(ref)``: turns an actual table output (an artifact reference or a
       path) into a DataFrame; the engine passes its own; the default is ``kit.load``.
     - ``services``: named services for comparators that need more (an LLM client, a
@@ -64,10 +65,15 @@ class CompareContext:
     base_dir: Path = field(default_factory=Path.cwd)
     load_table: Callable[[Any], Any] = _default_load_table
     services: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None
 
     def resolve(self, relative: str | Path) -> Path:
+        """A file a spec names, relative to the scenario; ValueError when it leads out of the project."""
+        from kit.base.paths import inside
+
         p = Path(relative)
-        return p if p.is_absolute() else Path(self.base_dir) / p
+        p = p if p.is_absolute() else Path(self.base_dir) / p
+        return inside(self.root, p) if self.root is not None else p
 
 
 class Comparator:

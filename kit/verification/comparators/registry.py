@@ -100,7 +100,7 @@ def resolve_spec(spec: Any) -> tuple[str, Comparator]:
     return name, comp
 
 
-def check_spec(spec: dict, base_dir: Path) -> str:
+def check_spec(spec: dict, base_dir: Path, root: Path | None = None) -> str:
     """The comparator an expectation's spec names, its spec checked (what scenario loading asks).
 
     Raises `SpecProblem` naming the spec key the problem is about, so it is reported at its line.
@@ -110,7 +110,7 @@ def check_spec(spec: dict, base_dir: Path) -> str:
     except ValueError as exc:
         raise SpecProblem(str(exc)) from None
     try:
-        comp.check_spec(spec, CompareContext(base_dir=base_dir))
+        comp.check_spec(spec, CompareContext(base_dir=base_dir, root=root))
     except ValueError as exc:
         key = next((k for k in spec if str(exc).startswith(f"{k}:")), name)
         raise SpecProblem(str(exc), key) from None

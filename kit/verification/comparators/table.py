@@ -145,7 +145,10 @@ class Table(Comparator):
     def check_spec(self, spec, ctx):
         source = spec["table"]
         if isinstance(source, str):
-            path = ctx.resolve(source)
+            try:
+                path = ctx.resolve(source)
+            except ValueError as exc:
+                raise ValueError(f"table: {exc}: a scenario's files live in its project") from None
             if path.suffix.lower() not in TABLE_SUFFIXES:
                 raise ValueError(f"table: {source!r} is not a table file (expected {', '.join(TABLE_SUFFIXES)})")
             if not path.is_file():

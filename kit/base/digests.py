@@ -1,13 +1,14 @@
-"""Canonical JSON (RFC 8785, the JSON Canonicalization Scheme) and digests of it.
+"""Digests: sha256 of files and bytes, and of JSON values in canonical form.
 
-Keys that must not depend on how a value was spelled (recording keys, cache keys,
-bundle ids) hash this text: `0` and `0.0` are the same number here, key order and
-whitespace do not count.
+Canonical JSON is RFC 8785 (the JSON Canonicalization Scheme). Keys that must not
+depend on how a value was spelled (recording keys, cache keys, bundle ids) hash this
+text: `0` and `0.0` are the same number here, key order and whitespace do not count.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 _SAFE_INTEGER = 2**53 - 1
@@ -43,3 +44,16 @@ def canonical_json(value: Any) -> str:
 def digest(value: Any) -> str:
     """sha256 (hex) of the canonical JSON of `value`."""
     return hashlib.sha256(canonical_bytes(value)).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
