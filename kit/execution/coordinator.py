@@ -254,6 +254,7 @@ class Coordinator:
                     "status": "pending",
                     "attempts": 0,
                     "notebook": str(workflow.steps[sid].notebook) if workflow.steps[sid].notebook else None,
+                    "depends_on": sorted(workflow.steps[sid].depends_on),
                 }
                 for sid in workflow.order
             ]

@@ -69,9 +69,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE steps ADD COLUMN reason VARCHAR;      -- why a step was skipped or cancelled
         """,
     ),
+    (
+        5,
+        """
+        -- the steps a step waits for, so the graph can be drawn from the ledger alone
+        ALTER TABLE steps ADD COLUMN depends_on JSON;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 #: Columns holding JSON: written as JSON text, read back as values.
-JSON_COLUMNS = frozenset({"lock", "params", "attributes", "value", "expected", "actual"})
+JSON_COLUMNS = frozenset({"lock", "params", "attributes", "value", "expected", "actual", "depends_on"})
