@@ -150,3 +150,17 @@ def test_a_reader_holding_the_ledger_does_not_fail_a_run(chain):
     assert [s["status"] for s in steps] == ["succeeded"] * 3
     assert chain.sql(f"select status from runs where run_id = '{run_id}'")[0]["status"] == "succeeded"
     assert not list((chain.root / ".kit" / "pending").glob("*.json"))
+
+
+def test_an_executed_notebook_opens_with_the_runs_summary(chain):
+    done = chain.kit("run", "wf", "-p", "x=5", "--as", "zoe", "--engine", "warm")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[1]
+    path = chain.sql(f"select executed_notebook from steps where run_id = '{run_id}' and step_id = 'b'")[0]
+    nb = nbformat.read(path["executed_notebook"], as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "kit-summary" in first.metadata["tags"]
+    for text in (run_id, "step **`b`**", "workflow **demo**", "as **zoe**", "output `n` of step `a`",
+                 "output `rows` of step `a` (artifact"):
+        assert text in first.source, text
+    assert nb.cells[1].cell_type == "markdown"  # the notebook's own cells follow, as written

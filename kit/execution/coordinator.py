@@ -584,6 +584,33 @@ class Coordinator:
             env={**state.task_env, "KIT_IDEMPOTENCY_KEY": idempotency_key(state.run_id, sid)},
             redact=list(state.workflow.spec.policy.redact),
             secret_values=sorted(state.redactor.secrets),
+            summary=self._summary(state, sid, parameters),
+        )
+
+    def _summary(self, state: _RunState, sid: str, parameters: dict[str, Any]) -> str:
+        """The markdown a reviewer reads first in the executed notebook: the run, and every input's origin."""
+        from kit.base.display import brief
+
+        step = state.workflow.steps[sid]
+        rows = []
+        for name, source in step.spec.inputs.items():
+            origin, what = parse_wire(source)
+            value = REDACTED if state.redactor.matches(name) else state.redactor.value(parameters.get(name))
+            if origin == "params":
+                came = f"parameter `{what}`"
+            else:
+                came = f"output `{what}` of step `{origin}`"
+                if isinstance(value, str) and value.startswith("artifact:"):
+                    came += f" (artifact `{value.split(':')[-1][:16]}…`)"
+            shown = brief(value, 80).replace("|", "\\|").replace("`", "'")
+            rows.append(f"| `{name}` | {came} | `{shown}` |")
+        inputs = "\n".join(["| input | from | value |", "|---|---|---|", *rows]) if rows else "No inputs."
+        return (
+            f"**kit run** `{state.run_id}` · step **`{sid}`** of workflow **{state.workflow.name}** "
+            f"{state.workflow.version} (bundle `{state.lock['bundle_id'][:12]}`)  \n"
+            f"as **{state.principal}** · environment **{state.env or '-'}** · engine {state.engine}\n\n"
+            f"{inputs}\n\n"
+            "_Executed by kit; secrets are redacted. The cells below are the step's notebook as it ran._"
         )
 
     # ---- retries -----------------------------------------------------------

@@ -84,9 +84,27 @@ def _execute(task: StepTask, spool: Path, started_at: str, t0: float) -> StepRes
     _collect_llm_calls(task, spool, result, redactor)
     if outcome.ok:
         _collect_outputs(task, spool, result, redactor)
-    if redactor.secrets and result.executed_notebook:
-        _redact_file(Path(result.executed_notebook), redactor)
+    if result.executed_notebook:
+        _add_summary(Path(result.executed_notebook), task.summary)
+        if redactor.secrets:
+            _redact_file(Path(result.executed_notebook), redactor)
     return result
+
+
+SUMMARY_TAG = "kit-summary"
+
+
+def _add_summary(path: Path, summary: str) -> None:
+    """Open the executed notebook with the run's summary (a markdown cell tagged `kit-summary`), so a
+    reviewer reading it alone knows which run, step, principal, environment and inputs it was."""
+    if not summary:
+        return
+    nb = json.loads(path.read_text())
+    cell = {"cell_type": "markdown", "id": "kit-summary", "metadata": {"tags": [SUMMARY_TAG]}, "source": summary}
+    nb["cells"] = [cell] + [c for c in nb.get("cells", []) if SUMMARY_TAG not in c.get("metadata", {}).get("tags", [])]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def _collect_llm_calls(task: StepTask, spool: Path, result: StepResult, redactor: Redactor) -> None:

@@ -29,6 +29,7 @@ class StepTask:
     env: dict[str, str] = field(default_factory=dict)  # extra environment for the kernel
     redact: list[str] = field(default_factory=list)  # policy.redact name patterns
     secret_values: list[str] = field(default_factory=list)  # values to keep out of what the step persists
+    summary: str = ""  # markdown put on top of the executed notebook: the run and where inputs came from
 
 
 @dataclass

@@ -59,6 +59,8 @@ DIFF_REPLACE: tuple[tuple[str, str, str], ...] = (
     (_OUTPUTS, r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:Z|[+-]\d{2}:\d{2})(?![\d.:])", "<TIMESTAMP>"),
     # kit run ids: 20261103-102233-123-0123456789abcdef (kit.base.clock.new_run_id; 4 hex digits before)
     (_OUTPUTS, r"\b\d{8}-\d{6}-\d{3}-(?:[0-9a-f]{16}|[0-9a-f]{4})\b", "<RUN_ID>"),
+    # how long a kit run took: "run <RUN_ID> succeeded in 5.3s"
+    (_OUTPUTS, r"\b(succeeded|failed|waiting|rejected|cancelled) in \d+(?:\.\d+)?s\b", r"\1 in <SECONDS>s"),
     # kit.idempotency_key() outside a run: fixed per kernel, new in the next
     (_OUTPUTS, r"standalone-[0-9a-f]{24}", "standalone-<KEY>"),
     # artifact references and object-store paths: content digests
