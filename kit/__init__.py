@@ -2,20 +2,24 @@
 
 In a step notebook, ``import kit`` gives the notebook API: ``kit.output``,
 ``kit.load``, ``kit.span``, ``kit.secret``, ``kit.idempotency_key`` and ``kit.llm``. Importing kit stays cheap
-because it happens in every kernel.
+because it happens in every kernel. In any notebook, ``kit.explore()`` opens the ledger's explorer.
 """
 
 from kit.kernel.api import idempotency_key, load, output, outputs, secret, span
 
 __version__ = "0.2.0"
 
-__all__ = ["idempotency_key", "llm", "load", "output", "outputs", "secret", "span", "__version__"]
+__all__ = ["explore", "idempotency_key", "llm", "load", "output", "outputs", "secret", "span", "__version__"]
 
 
 def __getattr__(name: str):
-    """`kit.llm` is imported on first use, so `import kit` stays cheap in every kernel."""
+    """`kit.llm` and `kit.explore` are imported on first use, so `import kit` stays cheap in every kernel."""
     if name == "llm":
         import importlib
 
         return importlib.import_module("kit.kernel.llm")
+    if name == "explore":
+        from kit.review.explorer import explore
+
+        return explore
     raise AttributeError(f"module 'kit' has no attribute {name!r}")

@@ -160,7 +160,13 @@ def test_an_executed_notebook_opens_with_the_runs_summary(chain):
     nb = nbformat.read(path["executed_notebook"], as_version=4)
     first = nb.cells[0]
     assert first.cell_type == "markdown" and "kit-summary" in first.metadata["tags"]
-    for text in (run_id, "step **`b`**", "workflow **demo**", "as **zoe**", "output `n` of step `a`",
-                 "output `rows` of step `a` (artifact"):
+    for text in (
+        run_id,
+        "step **`b`**",
+        "workflow **demo**",
+        "as **zoe**",
+        "output `n` of step `a`",
+        "output `rows` of step `a` (artifact",
+    ):
         assert text in first.source, text
     assert nb.cells[1].cell_type == "markdown"  # the notebook's own cells follow, as written

@@ -164,3 +164,27 @@ class History:
             GROUP BY ALL ORDER BY r.workflow, day""",
             [int(days)],
         )
+
+    # ---- many runs at once (reports) ----------------------------------------------
+
+    def runs_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """These runs' whole rows, by run id: a report of 1,000 scenarios reads them in one query, not 1,000."""
+        return self.db.rows("SELECT * FROM runs WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id", [list(run_ids)])
+
+    def steps_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """These runs' steps (without cache keys), by run, then in the order they started."""
+        return self.db.rows(
+            "SELECT run_id, step_id, status, attempts, started_at, ended_at, duration_ms, cached_from, notebook, "
+            "executed_notebook, error_type, error_message, error_cell, error_source, traceback, reason, depends_on "
+            "FROM steps WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, started_at NULLS LAST, step_id",
+            [list(run_ids)],
+        )
+
+    def comparisons_of(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """These runs' comparisons, in the order `comparisons` gives one run's."""
+        return self.db.rows(
+            "SELECT run_id, scenario_id, bundle_id, expectation, comparator, expected, actual, verdict, detail, "
+            "scenario_file, line FROM comparisons WHERE run_id IN (SELECT unnest(?)) "
+            "ORDER BY run_id, scenario_id, line NULLS LAST, expectation",
+            [list(run_ids)],
+        )

@@ -52,6 +52,21 @@ def _svg(fig) -> str:
     return text[text.index("<svg") :]  # no XML prologue: it sits inline in HTML
 
 
+def _reduced(steps: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The graph's edges without those another path already implies (its transitive reduction): the
+    picture shows the order, and a reader follows one arrow to the next, not a thicket."""
+    deps = {s["step_id"]: set(s.get("depends_on") or []) for s in steps}
+    reach: dict[str, set[str]] = {}
+    for sid in deps:  # steps come in graph order
+        reach[sid] = set().union(*(reach.get(d, set()) | {d} for d in deps[sid])) if deps[sid] else set()
+    edges = []
+    for sid, direct in deps.items():
+        for d in sorted(direct):  # sorted: the same graph draws the same bytes
+            if not any(d in reach.get(other, set()) for other in direct if other != d):
+                edges.append((d, sid))
+    return edges
+
+
 def step_graph(steps: Sequence[dict[str, Any]], selected: str | None = None) -> str:
     """The steps as boxes in dependency layers, arrows from what a step waits for, coloured by status.
 
@@ -66,17 +81,18 @@ def step_graph(steps: Sequence[dict[str, Any]], selected: str | None = None) -> 
     where = {sid: (d, -i + (len(ids) - 1) / 2) for d, ids in layers.items() for i, sid in enumerate(ids)}
     width = max(len(layers), 1)
     height = max((len(ids) for ids in layers.values()), default=1)
-    fig, ax = plt.subplots(figsize=(1.9 * width + 0.5, 0.8 * height + 0.4))
-    for step in steps:
-        for dep in step.get("depends_on") or []:
-            if dep in where:
-                (x0, y0), (x1, y1) = where[dep], where[step["step_id"]]
-                ax.annotate(
-                    "",
-                    xy=(x1 - 0.38, y1),
-                    xytext=(x0 + 0.38, y0),
-                    arrowprops={"arrowstyle": "->", "color": "#616161", "lw": 1},
-                )
+    edges = [(a, b) for a, b in _reduced(steps) if a in where and b in where]
+    arcs = any(where[b][0] - where[a][0] > 1 for a, b in edges)
+    fig, ax = plt.subplots(figsize=(1.9 * width + 0.5, 0.8 * height + 0.4 + 0.5 * arcs))
+    for a, b in edges:
+        (x0, y0), (x1, y1) = where[a], where[b]
+        bend = 0.0 if x1 - x0 <= 1 else -0.2  # an arrow that skips a layer goes round the boxes between
+        ax.annotate(
+            "",
+            xy=(x1 - 0.38, y1),
+            xytext=(x0 + 0.38, y0),
+            arrowprops={"arrowstyle": "->", "color": "#616161", "lw": 1, "connectionstyle": f"arc3,rad={bend}"},
+        )
     for step in steps:
         x, y = where[step["step_id"]]
         colour = STATUS_COLOURS.get(step.get("status"), "#bdbdbd")
@@ -95,7 +111,7 @@ def step_graph(steps: Sequence[dict[str, Any]], selected: str | None = None) -> 
         ax.text(x, y + 0.05, step["step_id"], ha="center", va="center", color="white", fontsize=8, weight="bold")
         ax.text(x, y - 0.15, step.get("status") or "", ha="center", va="center", color="white", fontsize=7)
     ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(-height / 2 - 0.1, height / 2 + 0.1)
+    ax.set_ylim(-height / 2 - 0.1, height / 2 + 0.1 + 0.6 * arcs)
     ax.axis("off")
     return _svg(fig)
 
