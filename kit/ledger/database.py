@@ -147,7 +147,9 @@ class Database:
                 return con
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
-                    raise _fault(self.path, exc) from None
+                    if isinstance(exc, _file_faults()):
+                        raise _fault(self.path, exc) from None
+                    raise
                 if time.monotonic() >= deadline:
                     raise
             attempt += 1
@@ -178,7 +180,8 @@ class Database:
             if isinstance(exc, duckdb.Error):
                 if _is_lock_error(exc):
                     raise Busy() from None
-                raise _fault(self.path, exc) from None
+                if isinstance(exc, _file_faults()):
+                    raise _fault(self.path, exc) from None
             raise
         self._lease.con, self._lease.lock = con, lock
         self._lease.leased_at = time.monotonic()

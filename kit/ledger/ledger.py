@@ -377,6 +377,32 @@ class Ledger:
     def bundles_with_prefix(self, prefix: str) -> list[dict[str, Any]]:
         return self.db.rows("SELECT bundle_id, workflow FROM bundles WHERE starts_with(bundle_id, ?)", [prefix.lower()])
 
+    # ---- verification and stores ---------------------------------------------
+
+    def record_verification(self, row: dict[str, Any], event: AuditEvent) -> None:
+        """A verification of one bundle id (`kit verify`), with its audit entry."""
+        self.db.write(("insert", "verifications", [row]), event.op())
+
+    def verification_of(self, bundle_id: str, env: str | None = None, passed: bool = True) -> dict[str, Any] | None:
+        """The latest verification of `bundle_id` (under `env`, when given); only passing ones unless told."""
+        sql = "SELECT * FROM verifications WHERE bundle_id = ?"
+        args: list[Any] = [bundle_id]
+        if env is not None:
+            sql += " AND env IS NOT DISTINCT FROM ?"
+            args.append(env)
+        if passed:
+            sql += " AND verdict = 'verified'"
+        rows = self.db.rows(sql + " ORDER BY verified_at DESC LIMIT 1", args)
+        return rows[0] if rows else None
+
+    def record_store_action(self, row: dict[str, Any], event: AuditEvent) -> None:
+        """Something done with a workflow store (publish, yank, install, promote), with its audit entry."""
+        self.db.write(("insert", "store_actions", [row]), event.op())
+
+    def store_actions(self, name: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM store_actions" + (" WHERE name = ?" if name else "") + ' ORDER BY "at"'
+        return self.db.rows(sql, [name] if name else [])
+
     # ---- retention -----------------------------------------------------------
 
     def runs_for_retention(self) -> list[dict[str, Any]]:
@@ -404,9 +430,17 @@ class Ledger:
         for row in self.db.rows("SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE kind = 'llm'"):
             if row["ref"]:
                 keep.add(digest_of(row["ref"]))
-        for row in self.db.rows("SELECT lock FROM bundles WHERE bundle_id IN (SELECT bundle_id FROM runs)"):
+        for row in self.db.rows(
+            "SELECT lock FROM bundles WHERE bundle_id IN (SELECT bundle_id FROM runs UNION "
+            "SELECT bundle_id FROM store_actions UNION SELECT bundle_id FROM verifications)"
+        ):
             keep.update((row["lock"] or {}).get("files", {}).values())
         return keep
+
+    def bundles_in_stores(self) -> set[str]:
+        """Bundle ids this project published, installed, promoted or verified: gc keeps their runs' bundles."""
+        rows = self.db.rows("SELECT bundle_id FROM store_actions UNION SELECT bundle_id FROM verifications")
+        return {r["bundle_id"] for r in rows if r["bundle_id"]}
 
     def checkpoint(self) -> None:
         """Give the space of deleted rows back to the file system."""

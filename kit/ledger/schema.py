@@ -76,9 +76,25 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE steps ADD COLUMN depends_on JSON;
         """,
     ),
+    (
+        6,
+        """
+        -- kit verify: one row per verification of a bundle id (DESIGN section 12)
+        CREATE TABLE verifications (
+            verification_id VARCHAR PRIMARY KEY, bundle_id VARCHAR, workflow VARCHAR, version VARCHAR,
+            env VARCHAR, principal VARCHAR, verdict VARCHAR, checks JSON, record_digest VARCHAR,
+            record_path VARCHAR, signed BOOLEAN, verified_at TIMESTAMP);
+        -- what this project did with workflow stores: publish, yank, install, promote
+        CREATE TABLE store_actions (
+            action VARCHAR, store VARCHAR, name VARCHAR, version VARCHAR, bundle_id VARCHAR, env VARCHAR,
+            principal VARCHAR, info JSON, "at" TIMESTAMP);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 #: Columns holding JSON: written as JSON text, read back as values.
-JSON_COLUMNS = frozenset({"lock", "params", "attributes", "value", "expected", "actual", "depends_on"})
+JSON_COLUMNS = frozenset(
+    {"lock", "params", "attributes", "value", "expected", "actual", "depends_on", "checks", "info"}
+)
