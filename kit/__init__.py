@@ -5,11 +5,22 @@ In a step notebook, ``import kit`` gives the notebook API: ``kit.output``,
 because it happens in every kernel. In any notebook, ``kit.explore()`` opens the ledger's explorer.
 """
 
-from kit.kernel.api import idempotency_key, load, output, outputs, secret, span
+from kit.kernel.api import component, idempotency_key, load, output, outputs, secret, span
 
 __version__ = "0.2.0"
 
-__all__ = ["explore", "idempotency_key", "llm", "load", "output", "outputs", "secret", "span", "__version__"]
+__all__ = [
+    "component",
+    "explore",
+    "idempotency_key",
+    "llm",
+    "load",
+    "output",
+    "outputs",
+    "secret",
+    "span",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -53,7 +53,9 @@ def bundle_files(workflow: Workflow) -> list[Path]:
     return found
 
 
-def compute_lock(workflow: Workflow) -> dict[str, Any]:
+def compute_lock(workflow: Workflow, resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The lock: every file's digest, the component versions, and what the store ranges resolved to
+    (`kit.bundles.compose.resolve`), all under the bundle id."""
     base = workflow.dir.resolve()
     files = {path.relative_to(base).as_posix(): sha256_file(path) for path in bundle_files(workflow)}
     lock = {
@@ -63,6 +65,8 @@ def compute_lock(workflow: Workflow) -> dict[str, Any]:
         "components": {name: c.version for name, c in sorted(workflow.spec.components.items())},
         "files": dict(sorted(files.items())),
     }
+    if resolved:
+        lock["resolved"] = resolved
     lock["bundle_id"] = bundle_id(lock)
     return lock
 
@@ -79,8 +83,8 @@ def snapshot(workflow: Workflow, lock: dict[str, Any], store: ObjectStore) -> No
             store.put_file(workflow.dir / key)
 
 
-def write_lock(workflow: Workflow) -> tuple[Path, dict[str, Any]]:
-    lock = compute_lock(workflow)
+def write_lock(workflow: Workflow, resolved: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    lock = compute_lock(workflow, resolved)
     path = workflow.dir / LOCK_NAME
     path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return path, lock
@@ -97,15 +101,36 @@ def read_lock(workflow: Workflow) -> dict[str, Any] | None:
 
 
 def stale_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What changed between a lock file and the workflow as it is: added, removed, changed files."""
+    """What changed between a lock file and the workflow as it is: store ranges that resolve differently now
+    (first: they are easy to miss), then added, removed, changed files."""
+    changes = changed_resolutions(recorded.get("resolved", {}), current.get("resolved", {}))
     old, new = recorded.get("files", {}), current["files"]
-    changes = [f"changed {k}" for k in sorted(old) if k in new and old[k] != new[k]]
+    changes += [f"changed {k}" for k in sorted(old) if k in new and old[k] != new[k]]
     changes += [f"added {k}" for k in sorted(set(new) - set(old))]
     changes += [f"removed {k}" for k in sorted(set(old) - set(new))]
     if recorded.get("components") != current["components"]:
         changes.append("component versions")
     if recorded.get("version") != current["version"]:
         changes.append("workflow version")
+    return changes
+
+
+def changed_resolutions(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What resolves differently now than in a lock: "component prompts: ~=5.7 now resolves to 5.8.0 (locked
+    5.7.1), prompt-pack bundle 9f2c... (locked 4be0...)"."""
+    changes = []
+    for kind in ("components", "steps"):
+        old, new = recorded.get(kind, {}), current.get(kind, {})
+        for key in sorted(set(old) | set(new)):
+            a, b = old.get(key), new.get(key)
+            if a is None or b is None:
+                changes.append(f"{kind[:-1]} {key}: {'added' if a is None else 'removed'}")
+            elif a.get("bundle_id") != b.get("bundle_id"):
+                changes.append(
+                    f"{kind[:-1]} {key}: {b['range']} now resolves to {b['version']} (locked {a.get('version')}), "
+                    f"{b.get('store') or b.get('workflow')} bundle {b['bundle_id'][:12]} "
+                    f"(locked {str(a.get('bundle_id'))[:12]})"
+                )
     return changes
 
 

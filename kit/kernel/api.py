@@ -247,3 +247,41 @@ def idempotency_key() -> str:
     if _standalone_key is None:
         _standalone_key = "standalone-" + os.urandom(12).hex()
     return _standalone_key
+
+
+COMPONENTS_ENV = "KIT_COMPONENTS"
+
+
+def component(name: str) -> Path:
+    """Where the workflow's component `name` is: its `path` in the workflow's folder, or, for a component
+    taken from the store (`store: NAME`, `version: RANGE`), the folder of the published bundle kit fetched.
+
+    Under kit the run says (``KIT_COMPONENTS``); standalone, `workflow.yaml` in the working directory does,
+    with `workflow.lock` for a store component (`kit lock` resolves and fetches it into `.kit/installed/`).
+    """
+    raw = os.environ.get(COMPONENTS_ENV)
+    if raw:
+        found = json.loads(raw)
+        if name not in found:
+            raise KitNotebookError(f"kit.component({name!r}): the workflow has no such component ({', '.join(found)})")
+        return Path(found[name])
+    import yaml
+
+    manifest = Path("workflow.yaml")
+    spec = yaml.safe_load(manifest.read_text()) if manifest.is_file() else {}
+    part = ((spec or {}).get("components") or {}).get(name)
+    if not isinstance(part, dict):
+        raise KitNotebookError(f"kit.component({name!r}): {manifest.resolve()} declares no component {name!r}")
+    if part.get("path"):
+        return Path(part["path"]).resolve()
+    lock = Path("workflow.lock")
+    resolved = (json.loads(lock.read_text()).get("resolved") or {}).get("components", {}) if lock.is_file() else {}
+    if name in resolved:
+        for folder in (Path.cwd(), *Path.cwd().parents):
+            installed = folder / ".kit" / "installed" / resolved[name]["bundle_id"]
+            if installed.is_dir():
+                return installed
+    raise KitNotebookError(
+        f"kit.component({name!r}): it comes from the store ({part.get('store')} {part.get('version')}); "
+        "run `kit lock` on this workflow to resolve and fetch it"
+    )

@@ -528,9 +528,8 @@ def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = F
     encoded = [_encode(r) for r in rows]
     columns = list(dict.fromkeys(k for r in encoded for k in r))
     marks = ", ".join("?" for _ in columns)
-    con.executemany(
-        f"{verb} {table} ({', '.join(columns)}) VALUES ({marks})", [[r.get(c) for c in columns] for r in encoded]
-    )
+    names = ", ".join('"' + c + '"' for c in columns)  # quoted: a column may be a keyword ("at")
+    con.executemany(f"{verb} {table} ({names}) VALUES ({marks})", [[r.get(c) for c in columns] for r in encoded])
 
 
 def apply(con, ops: list[tuple], head_path: Path | None = None) -> bool:

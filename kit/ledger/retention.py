@@ -1,8 +1,11 @@
 """`kit gc`: delete runs older than their workflow's retention, and reclaim their space.
 
 A run is kept, whatever its age, while a scenario file names it (`source.run`), while
-another run's cached steps use its outputs, or while it is still running or waiting
-for a person (a scenario run left waiting by an older kit is collected). Its ledger
+another run's cached steps use its outputs, while a publication or promotion refers to it
+(the runs of the verification that let a bundle into a store or an environment, and a
+promotion's approval run), or while it is still running or waiting for a person (a
+scenario run left waiting by an older kit is collected). Bundles that stores refer to
+keep their files (`Ledger.referenced_objects`); installed bundles are never collected. Its ledger
 rows, its executed notebooks and the objects nothing else refers to any more are
 deleted; each deleted run is appended to the audit trail (DESIGN section 11). The
 audit table itself is never touched.
@@ -33,6 +36,7 @@ class Collection:
     runs: list[str] = field(default_factory=list)
     kept_for_scenarios: list[str] = field(default_factory=list)
     kept_for_cache: list[str] = field(default_factory=list)
+    kept_for_store: list[str] = field(default_factory=list)  # evidence of a publication or promotion
     temporary: int = 0  # leftover temporary files removed
     objects: int = 0
     bytes_freed: int = 0
@@ -66,6 +70,38 @@ def _scenario_runs(project: Project) -> set[str]:
     return found
 
 
+def _store_runs(ledger: Ledger) -> set[str]:
+    """Runs a publication or promotion refers to: the approval runs of promotions, and the scenario and
+    boundary runs of the verifications that let a bundle into a store or an environment."""
+    import base64
+    import json
+
+    keep: set[str] = set()
+    if not ledger.exists:
+        return keep
+    published: dict[str, set[str | None]] = {}
+    for action in ledger.store_actions():
+        if action["action"] not in ("publish", "promote", "promote.requested"):
+            continue
+        if (action.get("info") or {}).get("run_id"):
+            keep.add(action["info"]["run_id"])
+        published.setdefault(action["bundle_id"], {None}).add(action.get("env"))
+    for bundle_id, envs in published.items():
+        for env in envs:
+            row = ledger.verification_of(bundle_id, env=env)
+            try:
+                envelope = json.loads(Path(row["record_path"]).read_text()) if row else {}
+                checks = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["checks"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            for check in checks.values():
+                for items in check.values() if isinstance(check, dict) else []:
+                    for item in items if isinstance(items, list) else []:
+                        if isinstance(item, dict) and item.get("run_id"):
+                            keep.add(item["run_id"])
+    return keep
+
+
 def collect(project: Project, actor: str, older_than: str | None = None, dry_run: bool = False) -> Collection:
     ledger = Ledger(project.ledger_path)
     store = ObjectStore(project.objects_dir)
@@ -75,6 +111,7 @@ def collect(project: Project, actor: str, older_than: str | None = None, dry_run
         raise InvalidInput(f"--older-than: {exc}") from None
     now = clock.now()
     protected = _scenario_runs(project)
+    evidence = _store_runs(ledger)
     result = Collection()
     limits: dict[str, float | None] = {}
     for run in ledger.runs_for_retention():
@@ -90,6 +127,9 @@ def collect(project: Project, actor: str, older_than: str | None = None, dry_run
             continue
         if run["run_id"] in protected:
             result.kept_for_scenarios.append(run["run_id"])
+            continue
+        if run["run_id"] in evidence:
+            result.kept_for_store.append(run["run_id"])
             continue
         result.runs.append(run["run_id"])
     while True:  # a run whose outputs a kept run's cached steps use is kept too
@@ -145,6 +185,7 @@ def sweep_temporary(project: Project, store: ObjectStore) -> int:
     leftovers = list(store.temporary_files())
     leftovers += list((project.home / "pending").glob(".tmp-*"))
     leftovers += list(project.home.glob("*.tmp"))
+    leftovers += list((project.home / "installed").glob(".tmp-*"))  # installs interrupted before their rename
     if runs_dir.is_dir():
         leftovers += [spool for run in runs_dir.iterdir() for spool in (run / ".spool").glob("*")]
     bundles = project.home / "bundles"

@@ -90,6 +90,13 @@ MIGRATIONS: list[tuple[int, str]] = [
             principal VARCHAR, info JSON, "at" TIMESTAMP);
         """,
     ),
+    (
+        7,
+        """
+        -- where a run's steps executed: local (this machine's worker threads) or dask (a cluster)
+        ALTER TABLE runs ADD COLUMN executor VARCHAR;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

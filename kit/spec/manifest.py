@@ -70,6 +70,7 @@ class Approval(Strict):
 class StepSpec(Strict):
     notebook: str | None = None
     approval: Approval | None = None
+    workflow: str | None = None  # NAME@SPEC: a published workflow from the store, run as this step
     description: str = ""
     inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
@@ -81,7 +82,11 @@ class StepSpec(Strict):
 
 
 class Component(Strict):
-    path: str
+    """A part the workflow depends on besides notebooks: a `path` in its folder with a `version`, or a
+    published bundle taken from the store by a version range (`store: NAME`, `version: "~=5.7"`)."""
+
+    path: str | None = None
+    store: str | None = None
     version: Text
     description: str = ""
 
@@ -89,6 +94,7 @@ class Component(Strict):
 class Environment(Strict):
     config: str | None = None
     description: str = ""
+    approval: Approval | None = None  # `kit promote --to ENV` waits for this approval (DESIGN section 12)
 
 
 class Policy(Strict):
@@ -100,6 +106,7 @@ class WorkflowSpec(Strict):
     workflow: str
     version: Text
     description: str = ""
+    tags: list[str] = []  # how the workflow store finds it (`kit store search`)
     params: dict[str, ParamSpec] = {}
     steps: dict[str, StepSpec]
     components: dict[str, Component] = {}
@@ -112,13 +119,22 @@ class WorkflowSpec(Strict):
 class Step:
     id: str
     spec: StepSpec
-    notebook: Path | None  # None for an approval gate
+    notebook: Path | None  # None for an approval gate or a workflow step
     info: NotebookInfo | None
     depends_on: set[str] = field(default_factory=set)
+    #: input name -> (origin, name): ("params", X), (STEP, OUTPUT), or ("", value) for a fixed value
+    wires: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    home: Path | None = None  # the folder of the workflow the step comes from (a nested one's, once expanded)
+    within: str | None = None  # the workflow step this step runs inside, once expanded
 
     @property
     def is_approval(self) -> bool:
         return self.spec.approval is not None
+
+    @property
+    def is_workflow(self) -> bool:
+        """A step that is a published workflow (`workflow: NAME@SPEC`), run as its own steps."""
+        return self.spec.workflow is not None
 
 
 @dataclass
@@ -204,6 +220,25 @@ def _identifier_problem(name: Any, what: str) -> str | None:
     return None
 
 
+def _range_problem(text: str) -> str | None:
+    """Why `text` is not a PEP 440 version range (`~=5.7`, `>=1.2,<2`, `==1.3.0`), or None."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        SpecifierSet(text)
+    except InvalidSpecifier:
+        return f"{text!r} is not a version range (PEP 440: ~=5.7, >=1.2,<2, ==1.3.0)"
+    return None
+
+
+def _workflow_ref_problem(text: str) -> str | None:
+    """Why `text` is not NAME@SPEC, or None."""
+    name, _, spec = text.partition("@")
+    if not name.strip() or not spec.strip():
+        return f"expected NAME@SPEC (e.g. refunds@~=1.2), found {text!r}"
+    return _range_problem(spec.strip())
+
+
 def load_workflow(path: str | Path) -> Workflow:
     """Parse and check a manifest and its notebooks; raise InvalidInput listing every problem."""
     path = Path(path).resolve()
@@ -232,6 +267,13 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
         problem(("steps",), "a workflow needs at least one step")
 
     for name, component in spec.components.items():
+        if (component.path is None) == (component.store is None):
+            problem(("components", name), "a component has either a `path` or a `store` (and a version range)")
+            continue
+        if component.store is not None:
+            if p := _range_problem(component.version):
+                problem(("components", name, "version"), p)
+            continue
         try:
             inside(path.parent, component.path)
         except OutsideRoot as exc:
@@ -252,8 +294,12 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
         if step_id == "params":
             problem(loc, "a step may not be named 'params': `params.X` names the workflow's parameters")
             continue
-        if (step_spec.notebook is None) == (step_spec.approval is None):
-            problem(loc, "a step has either a notebook or an approval, not both and not neither")
+        kinds = [k for k in ("notebook", "approval", "workflow") if getattr(step_spec, k) is not None]
+        if len(kinds) != 1:
+            problem(loc, "a step has exactly one of a notebook, an approval or a workflow (NAME@SPEC)")
+            continue
+        if step_spec.workflow is not None and (p := _workflow_ref_problem(step_spec.workflow)):
+            problem(loc + ("workflow",), p)
             continue
         for out_name, out_spec in step_spec.outputs.items():
             if p := _identifier_problem(out_name, "output name"):
@@ -275,9 +321,9 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
                     warnings.extend(info.warnings)
                 except InvalidInput as exc:
                     problem(loc + ("notebook",), exc.message)
-        elif step_spec.inputs or step_spec.outputs:
+        elif step_spec.approval is not None and (step_spec.inputs or step_spec.outputs):
             problem(loc, "an approval step has no inputs or outputs; use `after` and `approval.show`")
-        steps[step_id] = Step(step_id, step_spec, notebook_path, info)
+        steps[step_id] = Step(step_id, step_spec, notebook_path, info, home=path.parent)
 
     for step in steps.values():
         loc = ("steps", step.id)
@@ -297,6 +343,7 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
                     iloc, f"notebook {step.notebook.name} has no parameter {input_name!r} (its parameters: {known})"
                 )
             origin, name = wire
+            step.wires[input_name] = wire
             if origin == "params":
                 if name not in spec.params:
                     problem(iloc, f"wires params.{name}, but the workflow declares no parameter {name!r}")

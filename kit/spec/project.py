@@ -180,12 +180,13 @@ class Project:
                 continue  # .kit/bundles, .git, ...
             if manifest.parent.name == name:
                 return manifest.resolve()
-            if by_field is None and _declared_name(manifest) == name:
+            if by_field is None and declared_name(manifest) == name:
                 by_field = manifest.resolve()
         return by_field
 
 
-def _declared_name(manifest: Path) -> str | None:
+def declared_name(manifest: Path) -> str | None:
+    """The `workflow:` name a manifest declares, read cheaply (a regex, not a YAML parse), or None."""
     import re
 
     try:
