@@ -93,6 +93,26 @@ ENGINE = click.option(
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
+EXECUTOR = click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default=None,
+    help="Where steps execute: local (worker threads here, the default) or dask (a dask.distributed cluster).",
+)
+SCHEDULER = click.option(
+    "--scheduler", default=None, metavar="ADDRESS", help="The Dask scheduler (default: $KIT_DASK_SCHEDULER)."
+)
+
+
+def executor_factory(executor: str | None, scheduler: str | None):
+    """None for the local executor; for dask, a factory connected to the scheduler (exit 2 if it cannot be)."""
+    if executor == "local" and scheduler:
+        raise InvalidInput("--scheduler is for --executor dask")
+    if executor != "dask" and not scheduler:
+        return None
+    from kit.execution.dask_executor import connect
+
+    return connect(scheduler)
 
 
 @click.group(cls=KitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -199,6 +219,11 @@ def _explain_waiting(ctx: Context, outcome) -> None:
 @click.option("--fresh", is_flag=True, help="Run every step; reuse no cached outputs.")
 @click.option("--locked", is_flag=True, help="Refuse to run unless workflow.lock matches the files.")
 @ENGINE
+@EXECUTOR
+@SCHEDULER
+@click.option(
+    "--export-otlp", "otlp", default=None, metavar="URL", help="Then send the run's spans to this OTLP/HTTP URL."
+)
 @pass_context
 def run(
     ctx: Context,
@@ -211,19 +236,24 @@ def run(
     fresh: bool,
     locked: bool,
     engine: str | None,
+    executor: str | None,
+    scheduler: str | None,
+    otlp: str | None,
 ) -> None:
     """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
     from kit.execution.coordinator import Coordinator, RunRequest
     from kit.execution.engines import default_engine
     from kit.spec.policy import resolve_principal
+    from kit.store.install import manifest_to_run
 
-    wf = ctx.project.load_workflow(ctx.project.find_workflow(workflow))
+    manifest = manifest_to_run(ctx.project, workflow, env, note=lambda m: click.echo(m, err=True))
+    wf = ctx.project.load_workflow(manifest)
     for warning in wf.warnings:
         click.echo(f"warning: {warning}", err=True)
-    check_lock(wf, locked)
+    check_lock(wf, locked, ctx.project)
     given = read_params_file(params_file) if params_file else {}
     given.update(parse_param_options(params, wf.spec.params))
-    coordinator = Coordinator(ctx.project)
+    coordinator = Coordinator(ctx.project, executor_factory=executor_factory(executor, scheduler))
     outcome = coordinator.run(
         RunRequest(
             workflow=wf,
@@ -236,19 +266,25 @@ def run(
         )
     )
     report_outcome(ctx, outcome)
+    if otlp:
+        from kit.export.commands import export_after_run
+
+        sys.exit(export_after_run(ctx, outcome, otlp))
     sys.exit(outcome.exit_code)
 
 
-def check_lock(wf, locked: bool) -> None:
-    """Warn when workflow.lock is stale; with --locked, refuse (exit 2)."""
-    from kit.bundles.lock import LOCK_NAME, compute_lock, read_lock, stale_files
+def check_lock(wf, locked: bool, project) -> None:
+    """Warn when workflow.lock is stale; with --locked, refuse (exit 2). A store range that would now
+    resolve to another version than the lock says makes it stale too."""
+    from kit.bundles import compose
+    from kit.bundles.lock import LOCK_NAME, read_lock, stale_files
 
     recorded = read_lock(wf)
     if recorded is None:
         if locked:
             raise InvalidInput(f"{wf.dir / LOCK_NAME}: no lock file; write one with: kit lock {wf.dir}")
         return
-    changes = stale_files(recorded, compute_lock(wf))
+    changes = stale_files(recorded, compose.lock_now(project, wf)[0])
     if not changes:
         return
     message = f"{wf.dir / LOCK_NAME} is stale: " + ", ".join(changes[:8]) + (" ..." if len(changes) > 8 else "")
@@ -262,11 +298,57 @@ def check_lock(wf, locked: bool) -> None:
 @pass_context
 def lock(ctx: Context, workflow: str) -> None:
     """Write workflow.lock beside WORKFLOW's manifest: file digests, component versions, bundle id."""
+    from kit.bundles import compose
     from kit.bundles.lock import write_lock
 
     wf = ctx.project.load_workflow(ctx.project.find_workflow(workflow))
-    path, lock_data = write_lock(wf)
+    _, resolved, store = compose.lock_now(ctx.project, wf)
+    if resolved:  # every range resolved to an exact bundle, fetched and checked
+        compose.expand(wf, resolved, ctx.project, store)
+    path, lock_data = write_lock(wf, resolved)
     click.echo(f"wrote {path}: bundle {lock_data['bundle_id']} ({len(lock_data['files'])} files)")
+    for kind, parts in (resolved or {}).items():
+        for key, part in parts.items():
+            click.echo(
+                f"  {kind[:-1]} {key}: {part.get('store') or part.get('workflow')} {part['range']} -> "
+                f"{part['version']} (bundle {part['bundle_id'][:12]})"
+            )
+
+
+@cli.command("verify")
+@click.argument("workflow")
+@click.option("--env", default=None, help="The environment to verify under (default: the project's default_env).")
+@click.option(
+    "--sign",
+    "sign_key",
+    default=None,
+    metavar="KEY",
+    help="Sign the verification record with this ed25519 private key (PEM, e.g. from openssl genpkey).",
+)
+@click.option(
+    "--as", "as_", default=None, metavar="PRINCIPAL", help="Who verifies (default: $KIT_PRINCIPAL, then the OS user)."
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Generated boundary cases, beside each parameter's fixed boundary values (default: 12).",
+)
+@pass_context
+def verify_command(
+    ctx: Context, workflow: str, env: str | None, sign_key: str | None, as_: str | None, examples: int | None
+) -> None:
+    """Verify WORKFLOW's bundle as its files are now: scenarios, notebooks, paths, secrets, boundary cases.
+    Records the verdict and writes a verification record; exit 0 verified, 1 not."""
+    from kit.spec.policy import resolve_principal
+    from kit.verification.verify import report_text, verify
+
+    wf = ctx.project.load_workflow(ctx.project.find_workflow(workflow))
+    result = verify(
+        ctx.project, wf, env=env, principal=resolve_principal(as_), sign_key=sign_key, examples=examples, progress=True
+    )
+    click.echo(report_text(result))
+    sys.exit(0 if result.passed else 1)
 
 
 @cli.command()
@@ -277,9 +359,18 @@ def lock(ctx: Context, workflow: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "json"]), default="table", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=None)
 @ENGINE
+@EXECUTOR
+@SCHEDULER
 @pass_context
 def replay(
-    ctx: Context, scenarios: tuple[str, ...], baseline: str, fmt: str, workers: int | None, engine: str | None
+    ctx: Context,
+    scenarios: tuple[str, ...],
+    baseline: str,
+    fmt: str,
+    workers: int | None,
+    engine: str | None,
+    executor: str | None,
+    scheduler: str | None,
 ) -> None:
     """Run SCENARIOS on the baseline bundle and on the current one; report what changed."""
     from pathlib import Path
@@ -292,6 +383,7 @@ def replay(
     if not paths:
         raise InvalidInput(f"no scenario files found in {', '.join(scenarios)}")
     runner = ScenarioRunner(ctx.project, workers=workers, engine=engine, command="replay")
+    runner.coordinator.executor_factory = executor_factory(executor, scheduler) or runner.coordinator.executor_factory
     results = rp.replay_all(runner, paths, baseline)
     render = {"table": rp.as_table, "md": rp.as_markdown, "json": rp.as_json}[fmt]
     click.echo(render(results, baseline))
@@ -311,9 +403,18 @@ def replay(
 @click.option("--as", "as_", default=None, metavar="PRINCIPAL", help="Who resumes (recorded in the audit trail).")
 @click.option("--workers", type=click.IntRange(min=1), default=None)
 @click.option("--fresh", is_flag=True, help="Reuse no cached outputs for the steps still to run.")
+@EXECUTOR
+@SCHEDULER
 @pass_context
 def resume(
-    ctx: Context, run_ref: str, params: tuple[str, ...], as_: str | None, workers: int | None, fresh: bool
+    ctx: Context,
+    run_ref: str,
+    params: tuple[str, ...],
+    as_: str | None,
+    workers: int | None,
+    fresh: bool,
+    executor: str | None,
+    scheduler: str | None,
 ) -> None:
     """Continue a failed, interrupted or waiting RUN; no completed step runs again."""
     from kit.execution.coordinator import Coordinator
@@ -321,13 +422,17 @@ def resume(
 
     run_id = ctx.ledger.resolve_run(run_ref)
     given = parse_param_options(params, {})
-    outcome = Coordinator(ctx.project).resume(
+    outcome = Coordinator(ctx.project, executor_factory=executor_factory(executor, scheduler)).resume(
         run_id, resolve_principal(as_), params=given, workers=workers, fresh=fresh
     )
+    from kit.store.commands import after_resume
+
     if not outcome.steps:
         click.echo(f"run {run_id} already succeeded: nothing to resume")
+        after_resume(ctx, run_id)
         return
     report_outcome(ctx, outcome)
+    after_resume(ctx, run_id)  # an approved promotion gate: its promotion is appended now
     sys.exit(outcome.exit_code)
 
 
@@ -376,6 +481,11 @@ def gc(ctx: Context, older_than: str | None, dry_run: bool, as_: str | None) -> 
     if result.kept_for_scenarios:
         click.echo(
             f"kept {len(result.kept_for_scenarios)} run(s) that scenarios name: {', '.join(result.kept_for_scenarios)}"
+        )
+    if result.kept_for_store:
+        click.echo(
+            f"kept {len(result.kept_for_store)} run(s) that publications and promotions refer to: "
+            + ", ".join(result.kept_for_store)
         )
     if result.kept_for_cache:
         click.echo(
@@ -520,6 +630,7 @@ def show(ctx: Context, run_ref: str, fmt: str) -> None:
     click.echo(f"  workflow  {run_row['workflow']} {run_row['version']}  bundle {(run_row['bundle_id'] or '')[:12]}")
     click.echo(
         f"  as        {run_row['principal']}  env {run_row['env'] or '-'}  engine {run_row['engine']} ({run_row['isolation']})"
+        f"  executor {run_row.get('executor') or 'local'}"
     )
     click.echo(f"  params    {brief(run_row['params'], 300)}")
     click.echo(f"  started   {cell(run_row['started_at'])}  git {(run_row['git_commit'] or '-')[:12]}")
@@ -633,6 +744,8 @@ def diff(ctx: Context, run_a: str, run_b: str, step: str | None, fmt: str) -> No
 @click.option("--workflow", default=None, help="Only scenarios of this workflow.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once within a scenario.")
 @ENGINE
+@EXECUTOR
+@SCHEDULER
 @pass_context
 def test_command(
     ctx: Context,
@@ -643,6 +756,8 @@ def test_command(
     workflow: str | None,
     workers: int | None,
     engine: str | None,
+    executor: str | None,
+    scheduler: str | None,
 ) -> None:
     """Run scenarios (default: every scenario under scenarios/) and gate on evals.pass_rate."""
     from pathlib import Path
@@ -657,7 +772,9 @@ def test_command(
     chosen = select_scenarios(roots, tags, workflow)
     if not chosen:
         raise InvalidInput(nothing_selected(roots, tags, workflow))
-    suite = run_suite(ScenarioRunner(ctx.project, workers=workers, engine=engine), chosen, progress=True)
+    runner = ScenarioRunner(ctx.project, workers=workers, engine=engine)
+    runner.coordinator.executor_factory = executor_factory(executor, scheduler) or runner.coordinator.executor_factory
+    suite = run_suite(runner, chosen, progress=True)
     click.echo(report_text(suite))
     if junit:
         write_junit(suite, Path(junit))
@@ -776,6 +893,15 @@ def nothing_selected(roots, tags, workflow) -> str:
         + (f" in workflow {workflow!r}" if workflow else "")
         + f" (tags used: {', '.join(sorted(known_tags)) or 'none'})"
     )
+
+
+from kit.store.commands import add_commands as _add_store_commands  # noqa: E402
+
+_add_store_commands(cli)  # publish, yank, install, promote, promotions, store search/show
+
+from kit.export.commands import add_commands as _add_export_commands  # noqa: E402
+
+_add_export_commands(cli)  # export otlp
 
 
 def _terminate(signum, frame) -> None:

@@ -1,4 +1,7 @@
-"""Engines: the warm engine's isolation between steps, timeouts, cancellation, and where a step failed."""
+"""Engines: the warm engine's isolation between steps, timeouts, cancellation, and where a step failed.
+
+The fork engine, the default, has its own tests in test_fork.py; cancellation is checked here on all three.
+"""
 
 from __future__ import annotations
 
@@ -207,7 +210,7 @@ def test_a_warm_kernel_that_hangs_in_its_preparation_is_replaced(project, monkey
         papermill_engines._drop_warm_kernel()
 
 
-@pytest.mark.parametrize("engine", ["papermill", "warm"])
+@pytest.mark.parametrize("engine", ["fork", "papermill", "warm"])
 def test_cancel_running_stops_a_step_its_kernel_and_its_processes_at_once(project, engine):
     pid_file = project.root / "child.pid"
     notebook = project.notebook(

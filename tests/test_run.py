@@ -120,7 +120,8 @@ def test_a_missing_or_mistyped_output_fails_the_step(chain):
 
 
 def test_two_runs_at_once_are_both_recorded_whole(chain):
-    cmd = [sys.executable, "-m", "kit.cli", "run", "wf", "--workers", "1"]
+    # --fresh: a step of one run may otherwise reuse what the other just recorded (no tool span then)
+    cmd = [sys.executable, "-m", "kit.cli", "run", "wf", "--workers", "1", "--fresh"]
     procs = [
         subprocess.Popen(cmd, cwd=chain.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import graphlib
 import hashlib
+import json
 import os
 import sys
 import time
@@ -27,7 +28,8 @@ from kit.base import backoff
 from kit.base.clock import ledger_time, new_run_id, new_span_id, now, utcnow
 from kit.base.digests import canonical_bytes, canonical_json, digest
 from kit.base.progress import Progress
-from kit.bundles.lock import compute_lock, snapshot
+from kit.bundles import compose
+from kit.bundles.lock import snapshot
 from kit.errors import EXIT_FAILED, EXIT_OK, EXIT_WAITING, InvalidInput, KitError, PermissionDenied
 from kit.execution import engines
 from kit.execution.approvals import Approvals
@@ -41,7 +43,7 @@ from kit.ledger.driver import RunDriver
 from kit.ledger.ledger import DONE_STEP_STATUSES, Ledger
 from kit.ledger.objects import MissingObject, ObjectStore, ref_of
 from kit.spec import contracts
-from kit.spec.manifest import Workflow, parse_wire
+from kit.spec.manifest import Workflow
 from kit.spec.policy import REDACTED, Redactor, parse_duration, principal_problem
 from kit.spec.project import Project
 
@@ -113,6 +115,19 @@ class _RunState:
     task_env: dict[str, str] = field(default_factory=dict)  # what every kernel of the run sees
     scenario: bool = False  # a scenario run: gates do not wait
     approvals: dict[str, str] = field(default_factory=dict)
+    #: the environment and lock of each nested workflow's steps (a workflow step from the store), by folder
+    nested_env: dict[Any, dict[str, str]] = field(default_factory=dict)
+    nested_lock: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    step_spans: dict[str, str] = field(default_factory=dict)  # a workflow step -> its span (its inner steps' parent)
+
+    def env_of(self, step) -> dict[str, str]:
+        return self.nested_env.get(step.home, self.task_env)
+
+    def lock_of(self, step) -> dict[str, Any]:
+        return self.nested_lock.get(step.home, self.lock)
+
+    def parent_span(self, step) -> str:
+        return self.step_spans.setdefault(step.within, new_span_id()) if step.within else self.run_span
 
 
 def _span_attributes(redactor: Redactor, attributes: dict[str, Any]) -> dict[str, Any]:
@@ -144,8 +159,7 @@ class Coordinator:
         for step in workflow.steps.values():
             if step.info is None:
                 continue
-            for input_name, source in step.spec.inputs.items():
-                origin, name = parse_wire(source)
+            for input_name, (origin, name) in step.wires.items():
                 if origin != "params":
                     continue
                 param = step.info.parameters[input_name]
@@ -173,6 +187,22 @@ class Coordinator:
         roles = ", ".join(sorted(self.access.roles_of(principal))) or "no roles"
         lines = [f"step {sid!r} requires {', '.join(missing)}" for sid, missing in denied]
         raise PermissionDenied(f"{principal!r} ({roles}) may not run {workflow.name}: " + "; ".join(lines))
+
+    def _compose(
+        self, workflow: Workflow, env: str | None, llm: LLMSettings | None, resolved: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], compose.Expanded, dict[str, str], dict, dict]:
+        """The run's lock, its workflow with the store's parts in place (`kit.bundles.compose`), and the
+        environment of its own steps and of each nested workflow's. `resolved`: a recorded resolution (resume)."""
+        lock, resolved, store = compose.lock_now(self.project, workflow, resolved)
+        expanded = compose.expand(workflow, resolved, self.project, store)
+        task_env = {**task_environment(workflow, env, llm), "KIT_COMPONENTS": json.dumps(expanded.components)}
+        nested_env, nested_lock = {}, {}
+        for folder, (inner, inner_lock) in expanded.nested.items():
+            parts = {n: str((inner.dir / c.path).resolve()) for n, c in inner.spec.components.items() if c.path}
+            inner_env = env if env in inner.spec.environments else None
+            nested_env[folder] = {**task_environment(inner, inner_env, llm), "KIT_COMPONENTS": json.dumps(parts)}
+            nested_lock[folder] = inner_lock
+        return lock, expanded, task_env, nested_env, nested_lock
 
     def check_declared_approvals(self, workflow: Workflow, request: RunRequest) -> None:
         """A scenario's `approve:` names approval steps and principals the policy lets decide them."""
@@ -213,16 +243,18 @@ class Coordinator:
         if problem:
             raise InvalidInput(problem)
         params = workflow.resolve_params(request.params)
-        self.check_parameters(workflow, params)
         env = self.environment(workflow, request.env)
+        # store parts resolved and fetched (checked), a broken model or environment config refused, here
+        lock, expanded, task_env, nested_env, nested_lock = self._compose(workflow, env, request.llm)
+        defined = workflow
+        workflow = expanded.workflow
+        self.check_parameters(workflow, params)
         self.check_entitlements(workflow, request.principal)
         self.check_declared_approvals(workflow, request)
         engine = engines.get_engine(request.engine)  # an unknown engine is refused here
-        task_env = task_environment(workflow, env, request.llm)  # a broken model or environment config too
 
         t0 = time.perf_counter()
-        lock = compute_lock(workflow)
-        snapshot(workflow, lock, self.store)
+        snapshot(defined, lock, self.store)
         run_id = new_run_id()
         driver = RunDriver(self.project.runs_dir, run_id).acquire()
         try:
@@ -244,6 +276,7 @@ class Coordinator:
                 "engine": engine.name,
                 "isolation": engine.isolation,
                 "workers": workers,
+                "executor": getattr(self.executor_factory, "name", "local"),
                 "pid": os.getpid(),
                 **provenance(self.project.root),
             }
@@ -297,6 +330,8 @@ class Coordinator:
                 task_env=task_env,
                 scenario=request.scenario_id is not None,
                 approvals=dict(request.approvals),
+                nested_env=nested_env,
+                nested_lock=nested_lock,
             )
             outcome = self._execute(state)
         finally:
@@ -342,6 +377,11 @@ class Coordinator:
             )
         recorded.update(given)
         resolved = workflow.resolve_params(recorded)
+        previous = self.ledger.bundle_lock(run["bundle_id"]) or {}
+        lock, expanded, task_env, nested_env, nested_lock = self._compose(
+            workflow, run["env"], None, previous.get("resolved")
+        )
+        defined, workflow = workflow, expanded.workflow
         steps = {s["step_id"]: s for s in self.ledger.steps(run_id)}
         statuses = {}
         for sid in workflow.order:
@@ -351,14 +391,13 @@ class Coordinator:
         self.check_entitlements(workflow, principal, remaining)  # resume acts as someone
 
         t0 = time.perf_counter()
-        lock = compute_lock(workflow)
         if lock["bundle_id"] != run["bundle_id"]:
             print(
                 f"warning: the workflow's files changed since run {run_id} started "
                 f"(bundle {run['bundle_id'][:12]} -> {lock['bundle_id'][:12]}); remaining steps use the current files",
                 file=sys.stderr,
             )
-        snapshot(workflow, lock, self.store)
+        snapshot(defined, lock, self.store)
         values = {}
         done_outputs: dict[str, list[dict]] = {}
         for out in self.ledger.outputs(run_id):
@@ -391,8 +430,10 @@ class Coordinator:
             statuses=statuses,
             values=values,
             attempts={sid: (steps.get(sid, {}).get("attempts") or 0) for sid in workflow.order},
-            task_env=task_environment(workflow, run["env"], None),
+            task_env=task_env,
             scenario=run["scenario_id"] is not None,
+            nested_env=nested_env,
+            nested_lock=nested_lock,
         )
         outcome = self._execute(state)
         outcome.seconds = time.perf_counter() - t0
@@ -493,6 +534,8 @@ class Coordinator:
             return self._set_status(state, sid, "skipped", progress)
         if step.is_approval:
             return self._gate(state, sid, waiting, progress)
+        if step.is_workflow:
+            return self._gather(state, sid, failures, progress)
         task = self._task(state, sid)
         if isinstance(task, StepResult):  # the inputs failed their contract
             self._finish(state, task, failures, progress)
@@ -507,6 +550,32 @@ class Coordinator:
         )
         running[executor.submit(task)] = task
         return "running"
+
+    def _gather(self, state: _RunState, sid: str, failures: list[StepResult], progress: Progress) -> str:
+        """A workflow step whose inner steps are done: its outputs are theirs of the same names, checked
+        against its own contract; its span holds theirs."""
+        step = state.workflow.steps[sid]
+        moment = utcnow()
+        result = StepResult(
+            step_id=sid, attempt=1, status="succeeded", started_at=moment, ended_at=moment, duration_ms=0.0
+        )
+        problems = []
+        for name, maker in compose.gathered_outputs(state.workflow, sid).items():
+            value = state.values[(maker, name)]
+            spec = step.spec.outputs[name]
+            is_table = isinstance(value, str) and value.startswith("artifact:")
+            problem = contracts.check_output(name, spec, None if is_table else value, is_table)
+            if problem:
+                problems.append(f"{problem} (made by {maker})")
+            elif is_table:
+                result.outputs.append(OutputRecord(name, "table", artifact=value))
+            else:
+                result.outputs.append(OutputRecord(name, contracts.type_name(spec), value=value))
+        if problems:
+            result.status, result.error_type, result.error_message = "failed", "OutputError", "; ".join(problems)
+            result.outputs = []
+        self._finish(state, result, failures, progress)
+        return result.status
 
     def _set_status(
         self, state: _RunState, sid: str, status: str, progress: Progress, reason: str | None = None
@@ -546,13 +615,17 @@ class Coordinator:
         step = state.workflow.steps[sid]
         parameters: dict[str, Any] = {}
         problems = []
-        for input_name, source in step.spec.inputs.items():
-            origin, name = parse_wire(source)
-            value = state.params[name] if origin == "params" else state.values[(origin, name)]
-            if origin != "params":
+        for input_name, (origin, name) in step.wires.items():
+            if origin == "params":
+                value = state.params[name]
+            elif origin == "":  # a fixed value: an inner workflow's own default
+                value = name
+            else:
+                value = state.values[(origin, name)]
+            if origin not in ("params", ""):
                 problem = contracts.check_parameter(step.info.parameters[input_name].annotation, value)
                 if problem:
-                    problems.append(f"input {input_name!r} from {source}: {problem}")
+                    problems.append(f"input {input_name!r} from {origin}.{name}: {problem}")
             parameters[input_name] = value
         attempt = state.attempts.get(sid, 0) + 1
         if problems:
@@ -581,10 +654,11 @@ class Coordinator:
             objects=str(self.store.root),
             engine=state.engine,
             timeout=step.spec.timeout,
-            env={**state.task_env, "KIT_IDEMPOTENCY_KEY": idempotency_key(state.run_id, sid)},
+            env={**state.env_of(step), "KIT_IDEMPOTENCY_KEY": idempotency_key(state.run_id, sid)},
             redact=list(state.workflow.spec.policy.redact),
             secret_values=sorted(state.redactor.secrets),
             summary=self._summary(state, sid, parameters),
+            bundle={"root": str(step.home or state.workflow.dir), "lock": state.lock_of(step)},
         )
 
     def _summary(self, state: _RunState, sid: str, parameters: dict[str, Any]) -> str:
@@ -593,11 +667,12 @@ class Coordinator:
 
         step = state.workflow.steps[sid]
         rows = []
-        for name, source in step.spec.inputs.items():
-            origin, what = parse_wire(source)
+        for name, (origin, what) in step.wires.items():
             value = REDACTED if state.redactor.matches(name) else state.redactor.value(parameters.get(name))
             if origin == "params":
                 came = f"parameter `{what}`"
+            elif origin == "":
+                came = "the inner workflow's default"
             else:
                 came = f"output `{what}` of step `{origin}`"
                 if isinstance(value, str) and value.startswith("artifact:"):
@@ -644,8 +719,9 @@ class Coordinator:
     def _cache_key(self, state: _RunState, sid: str, task: StepTask) -> str:
         """Notebook, inputs, components and environment config: unchanged means the same outputs."""
         step = state.workflow.steps[sid]
-        base = state.workflow.dir
-        files = state.lock["files"]
+        base = step.home or state.workflow.dir
+        lock = state.lock_of(step)
+        files = lock["files"]
         notebook_key = (
             step.notebook.relative_to(base).as_posix() if step.notebook.is_relative_to(base) else str(step.notebook)
         )
@@ -654,17 +730,18 @@ class Coordinator:
             for s in state.workflow.steps.values()
             if s.notebook is not None and s.notebook.is_relative_to(base)
         }
-        context = {k: v for k, v in files.items() if k not in notebooks and k != state.workflow.path.name}
+        context = {k: v for k, v in files.items() if k not in notebooks and k != lock.get("manifest", "workflow.yaml")}
         return digest(
             {
                 "notebook": files.get(notebook_key),
                 "inputs": task.parameters,
                 "outputs": task.outputs,
-                "components": state.lock["components"],
+                "components": lock["components"],
+                "resolved": state.lock.get("resolved"),
                 "context": context,
                 "env": state.env,
                 "engine": state.engine,
-                "kernel_env": {k: v for k, v in state.task_env.items() if k != "KIT_LLM_RECORDINGS"},
+                "kernel_env": {k: v for k, v in state.env_of(step).items() if k != "KIT_LLM_RECORDINGS"},
             }
         )
 
@@ -714,7 +791,7 @@ class Coordinator:
                 {
                     "run_id": state.run_id,
                     "span_id": new_span_id(),
-                    "parent_id": state.run_span,
+                    "parent_id": state.parent_span(state.workflow.steps[sid]),
                     "step_id": sid,
                     "name": sid,
                     "kind": "step",
@@ -760,7 +837,7 @@ class Coordinator:
             "started_at": result.started_at,
             "ended_at": result.ended_at,
             "duration_ms": result.duration_ms,
-            "notebook": str(state.workflow.steps[sid].notebook),
+            "notebook": str(state.workflow.steps[sid].notebook or state.workflow.steps[sid].spec.workflow),
             "executed_notebook": result.executed_notebook,
             "error_type": result.error_type,
             "error_message": text(result.error_message),
@@ -768,12 +845,14 @@ class Coordinator:
             "error_source": text(result.error_source),
             "traceback": text(result.traceback),
         }
-        attempt_span = new_span_id()
+        # a workflow step's span is the one its inner steps already named as their parent
+        is_workflow = state.workflow.steps[sid].is_workflow
+        attempt_span = state.step_spans.setdefault(sid, new_span_id()) if is_workflow else new_span_id()
         spans = [
             {
                 "run_id": run_id,
                 "span_id": attempt_span,
-                "parent_id": state.run_span,
+                "parent_id": state.parent_span(state.workflow.steps[sid]),
                 "step_id": sid,
                 "name": sid,
                 "kind": "step",

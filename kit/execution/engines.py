@@ -6,17 +6,20 @@ anything, as a `NotebookOutcome`; collecting outputs is not its business. Each
 states the isolation it gives, recorded with every run.
 
 Engines are plugins of the entry point group ``kit.engines`` (`kit.base.plugins`);
-kit's own (`papermill`, `warm`, in `kit.execution.papermill_engines`) are declared
-the same way. The default engine of each command is in `DEFAULT_ENGINES`;
-``KIT_ENGINE`` overrides it for every command, ``--engine`` for one.
+kit's own (`fork` in `kit.execution.fork_engine`; `papermill`, `warm` in
+`kit.execution.papermill_engines`) are declared the same way. The default engine of
+each command is in `DEFAULT_ENGINES`; ``KIT_ENGINE`` overrides it for every command,
+``--engine`` for one.
 
-Engines register the step they are executing and its kernel (`running_step`), so that
-`cancel_running` can stop them all at once when the coordinator is interrupted.
+Engines register the step they are executing and its process (`running_step`), so that
+`cancel_running` can stop them all at once when the coordinator is interrupted; a
+`Watchdog` enforces a step's timeout on that process.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from kit.base.display import strip_ansi
 from kit.base.plugins import Registry, UnknownPlugin
 from kit.errors import InvalidInput
 from kit.execution.task import StepTask
@@ -33,8 +37,9 @@ from kit.kernel.api import OBJECTS_ENV, SPOOL_ENV
 ENTRY_POINT_GROUP = "kit.engines"
 ENGINE_ENV = "KIT_ENGINE"
 
-#: The engine each command uses unless KIT_ENGINE or --engine says otherwise.
-DEFAULT_ENGINES = {"run": "papermill", "test": "warm", "replay": "warm", "pytest": "warm"}
+#: The engine each command uses unless KIT_ENGINE or --engine says otherwise: a fresh process per step
+#: at a fork's cost (`papermill` for a real kernel's exact semantics, `warm` for widgets on a kept kernel).
+DEFAULT_ENGINES = {"run": "fork", "test": "fork", "replay": "fork", "pytest": "fork"}
 
 #: The error_type of a step stopped by `cancel_running`.
 CANCELLED = "Cancelled"
@@ -101,6 +106,42 @@ def kernel_environment(task: StepTask) -> dict[str, str]:
     env["KIT_STEP"] = task.step_id
     env.pop("KIT_HOME", None)
     return env
+
+
+def describe_execution_error(outcome: NotebookOutcome, exc: BaseException) -> None:
+    """Fill `outcome` from what papermill raised: a cell's error (`PapermillExecutionError`) or another failure.
+
+    `error_cell` is still papermill's count; `failing_cell` turns it into the user's.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        outcome.error_type = exc.ename
+        outcome.error_message = strip_ansi(str(exc.evalue))
+        outcome.error_cell = exc.cell_index
+        outcome.error_source = exc.source
+        outcome.traceback = strip_ansi("\n".join(exc.traceback))
+    else:  # the kernel died, could not start, or the notebook could not be written
+        outcome.error_type = type(exc).__name__
+        outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
+
+
+def cell_timings(nb: Any) -> list[dict[str, Any]]:
+    """Each executed code cell's index, start, end, status and tags, from papermill's metadata in `nb`."""
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("papermill", {})
+        if cell.get("cell_type") == "code" and meta.get("start_time"):
+            cells.append(
+                {
+                    "index": index,
+                    "start_time": meta.get("start_time"),
+                    "end_time": meta.get("end_time"),
+                    "status": meta.get("status"),
+                    "tags": list(cell.get("metadata", {}).get("tags", [])),
+                }
+            )
+    return cells
 
 
 def _tags(cell: Any) -> list[str]:
@@ -196,6 +237,51 @@ def running_step() -> Iterator[RunningStep]:
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(step)
+
+
+class Watchdog:
+    """Enforces a step's timeout: interrupt its process (SIGINT), then kill it and what it started.
+
+    Signals go straight to the process the step registered (`RunningStep.kernel_started`),
+    so the watchdog needs nothing from the thread that is executing the notebook.
+    `what` names that process in the message: a kernel, or the step's forked process.
+    """
+
+    def __init__(self, timeout: float | None, step: RunningStep, grace: float = 5.0, what: str = "kernel"):
+        self.timeout, self.step, self.grace, self.what = timeout, step, grace, what
+        self.fired = False
+        self.killed = False  # the process went on after the interrupt
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Watchdog:
+        if self.timeout:
+            self._thread = threading.Thread(target=self._watch, name="kit-watchdog", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.timeout):
+            return
+        self.fired = True
+        while self.step.kernel_pid is None:  # the process is still starting
+            if self._done.wait(0.1):
+                return
+        try:
+            os.kill(self.step.kernel_pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        if self._done.wait(self.grace):
+            return
+        self.killed = True
+        kill_process_tree(self.step.kernel_pid)
+
+    def message(self) -> str:
+        what = "did not stop when interrupted and was killed" if self.killed else "was interrupted"
+        return f"the step ran past its timeout of {self.timeout:g}s; its {self.what} {what}"
 
 
 def cancel_running() -> None:

@@ -1,14 +1,15 @@
 """kit's engines on papermill: `papermill` (a fresh kernel per step) and `warm` (a kernel
 kept per worker thread, put back to its baseline before each step, see `kit.kernel.warm`).
 
-Both keep papermill's parameterization and its executed output notebook. Kernels
-start through a papermill engine of kit's own (registered with papermill's engine
-registry as ``kit``): on the IPC transport in a private folder, which removes the port
-races of concurrent kernel starts (papermill #511), with the step's environment, and
-shut down immediately, which removes graceful shutdown's stalls (FIELD-NOTES). When a
-step ends, every process its kernel started is killed. A `Watchdog` enforces a step's
-timeout by signalling the kernel's process; `cancel_running` kills the kernels of the
-steps being executed (both engines register them with `running_step`).
+Both keep papermill's parameterization and its executed output notebook, through a
+papermill engine of kit's own (registered with papermill's engine registry as ``kit``)
+that runs a silent preamble (the step's working directory and environment) before the
+cells. Kernels start on the IPC transport in a private folder, which removes the port
+races of concurrent kernel starts (papermill #511), and are killed rather than shut
+down, which removes graceful shutdown's stalls (FIELD-NOTES). When a step ends, every
+process its kernel started is killed. A `Watchdog` enforces a step's timeout by
+signalling the kernel's process; `cancel_running` kills the kernels of the steps being
+executed (both engines register them with `running_step`).
 
 A kernel exits by itself within a second of kit's process being killed (ipykernel
 polls its parent, ``JPY_PARENT_PID``); the processes it started do not.
@@ -17,23 +18,25 @@ polls its parent, ``JPY_PARENT_PID``); the processes it started do not.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
-from kit.base.display import strip_ansi
 from kit.execution.engines import (
     CANCELLED,
     Engine,
     NotebookOutcome,
     RunningStep,
+    Watchdog,
+    cell_timings,
+    describe_execution_error,
     failing_cell,
-    kernel_environment,
     kill_process_tree,
     running_step,
 )
@@ -51,7 +54,7 @@ class KernelNotReady(RuntimeError):
 
 
 def _register_with_papermill() -> None:
-    """Teach papermill an engine that starts kernels our way (env, IPC, immediate shutdown)."""
+    """Teach papermill an engine that runs a step on a kernel kit started, after a preamble."""
     global _papermill_registered
     if _papermill_registered:
         return
@@ -60,11 +63,9 @@ def _register_with_papermill() -> None:
     from nbclient.util import ensure_async, run_sync
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
-    from traitlets import Any, Dict, Unicode
+    from traitlets import Any, Unicode
 
     class StepClient(PapermillNotebookClient):
-        kernel_env = Dict(default_value=None, allow_none=True).tag(config=True)
-        ipc_dir = Unicode("").tag(config=True)
         step = Any().tag(config=True)  # the RunningStep: told the kernel's pid, which it kills on cancel
         warm_client = Any(default_value=None, allow_none=True).tag(config=True)  # a kernel client kept alive
         preamble = Unicode("").tag(config=True)  # run silently before the cells
@@ -104,22 +105,6 @@ def _register_with_papermill() -> None:
             if content.get("status") != "ok":
                 raise KernelNotReady(f"kernel preparation failed: {content.get('ename')}: {content.get('evalue')}")
 
-        def create_kernel_manager(self):
-            km = super().create_kernel_manager()
-            if self.ipc_dir:
-                km.transport = "ipc"
-                km.ip = os.path.join(self.ipc_dir, "k")
-            return km
-
-        async def async_start_new_kernel(self, **kwargs):
-            if self.kernel_env is not None:
-                kwargs.setdefault("env", self.kernel_env)
-            await super().async_start_new_kernel(**kwargs)
-            self.step.kernel_started(_kernel_pid(self.km))
-
-        # nbclient binds its sync wrappers to the base class's coroutine: rebind ours.
-        start_new_kernel = run_sync(async_start_new_kernel)
-
     class KitEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(
@@ -155,85 +140,16 @@ def _kernel_pid(km: Any) -> int | None:
     return getattr(process, "pid", None)
 
 
-def _cell_timings(nb: Any) -> list[dict[str, Any]]:
-    cells = []
-    for index, cell in enumerate(nb.cells):
-        meta = cell.get("metadata", {}).get("papermill", {})
-        if cell.get("cell_type") == "code" and meta.get("start_time"):
-            cells.append(
-                {
-                    "index": index,
-                    "start_time": meta.get("start_time"),
-                    "end_time": meta.get("end_time"),
-                    "status": meta.get("status"),
-                    "tags": list(cell.get("metadata", {}).get("tags", [])),
-                }
-            )
-    return cells
-
-
-class Watchdog:
-    """Enforces a step's timeout: interrupt the kernel (SIGINT), then kill it and what it started.
-
-    Signals go straight to the kernel's process, so the watchdog needs nothing from
-    the event loop of the thread that is executing the notebook.
-    """
-
-    def __init__(self, timeout: float | None, step: RunningStep, grace: float = 5.0):
-        self.timeout, self.step, self.grace = timeout, step, grace
-        self.fired = False
-        self.killed = False  # the kernel went on after the interrupt
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Watchdog:
-        if self.timeout:
-            self._thread = threading.Thread(target=self._watch, name="kit-watchdog", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-
-    def _watch(self) -> None:
-        if self._done.wait(self.timeout):
-            return
-        self.fired = True
-        while self.step.kernel_pid is None:  # the kernel is still starting
-            if self._done.wait(0.1):
-                return
-        try:
-            os.kill(self.step.kernel_pid, signal.SIGINT)
-        except ProcessLookupError:
-            return
-        if self._done.wait(self.grace):
-            return
-        self.killed = True
-        kill_process_tree(self.step.kernel_pid)
-
-    def message(self) -> str:
-        what = "did not stop when interrupted and was killed" if self.killed else "was interrupted"
-        return f"the step ran past its timeout of {self.timeout:g}s; its kernel {what}"
-
-
 def _outcome(task: StepTask, execute: Callable[[RunningStep, Watchdog], None]) -> NotebookOutcome:
     """Run `execute` registered and under the watchdog; say what happened: the error, its cell, the timings."""
     import nbformat
-    from papermill.exceptions import PapermillExecutionError
 
     outcome = NotebookOutcome()
     with running_step() as step, Watchdog(task.timeout, step) as watchdog:
         try:
             execute(step, watchdog)
-        except PapermillExecutionError as exc:
-            outcome.error_type = exc.ename
-            outcome.error_message = strip_ansi(str(exc.evalue))
-            outcome.error_cell = exc.cell_index
-            outcome.error_source = exc.source
-            outcome.traceback = strip_ansi("\n".join(exc.traceback))
-        except Exception as exc:  # the kernel died, could not start, or the notebook could not be written
-            outcome.error_type = type(exc).__name__
-            outcome.error_message = strip_ansi(str(exc)) or type(exc).__name__
+        except Exception as exc:  # a cell's error, or the kernel died, could not start, the notebook unwritable
+            describe_execution_error(outcome, exc)
     if step.cancelled:
         outcome.error_type = CANCELLED
         outcome.error_message = "the step was cancelled: its kernel and the processes it started were killed"
@@ -249,78 +165,121 @@ def _outcome(task: StepTask, execute: Callable[[RunningStep, Watchdog], None]) -
                 outcome.error_type = type(exc).__name__
                 outcome.error_message = f"the executed notebook could not be written whole: {exc}"
             return outcome
-        outcome.cells = _cell_timings(executed)
+        outcome.cells = cell_timings(executed)
         if outcome.error_cell is not None:
             outcome.error_cell = failing_cell(executed, outcome.error_cell, nbformat.read(task.notebook, as_version=4))
     return outcome
 
 
 def run_papermill(task: StepTask) -> NotebookOutcome:
-    """A fresh kernel per step through papermill: exact Jupyter semantics."""
-    _register_with_papermill()
-    ipc_dir = tempfile.mkdtemp(prefix="kit-k-")
-    try:
-        return _outcome(task, lambda step, watchdog: _execute_with_retried_start(task, ipc_dir, step, watchdog))
-    finally:
-        shutil.rmtree(ipc_dir, ignore_errors=True)
+    """A fresh kernel per step through papermill: exact Jupyter semantics.
 
-
-def _execute_with_retried_start(task: StepTask, ipc_dir: str, step: RunningStep, watchdog: Watchdog) -> None:
+    The kernel was started ahead of need, while this worker's previous step ran (one
+    spare kernel per worker thread, `_spare_kernel`), and is killed when the step ends:
+    the step pays for neither the start nor the shutdown. Its working directory and
+    environment are set by a silent preamble, before the step's cells.
+    """
     import papermill
 
-    for attempt in range(3):  # a kernel that fails to start is started again (start races)
+    _register_with_papermill()
+    env = {**task.env, SPOOL_ENV: task.spool, OBJECTS_ENV: task.objects, "KIT_STEP": task.step_id}
+    preamble = f"__import__('os').environ.update({json.dumps(env)}); __import__('os').chdir({task.workdir!r})"
+    used: list[WarmKernel] = []
+
+    def execute_on(kernel: WarmKernel, step: RunningStep) -> None:
+        used.append(kernel)
+        step.kernel_started(kernel.pid())
+        papermill.execute_notebook(
+            task.notebook,
+            task.output_notebook,
+            parameters=task.parameters,
+            engine_name="kit",
+            kernel_name=task.kernel_name,
+            progress_bar=False,
+            log_output=False,
+            km=kernel.km,
+            warm_client=kernel.kc,
+            preamble=preamble,
+            step=step,
+        )
+
+    def execute(step: RunningStep, watchdog: Watchdog) -> None:
         try:
-            papermill.execute_notebook(
-                task.notebook,
-                task.output_notebook,
-                parameters=task.parameters,
-                engine_name="kit",
-                kernel_name=task.kernel_name,
-                progress_bar=False,
-                log_output=False,
-                start_timeout=60,
-                kernel_env=kernel_environment(task),
-                ipc_dir=ipc_dir,
-                resources={"metadata": {"path": task.workdir}},
-                shutdown_kernel="immediate",
-                step=step,
-            )
-            return
-        except RuntimeError as exc:
-            retry = "kernel" in str(exc).lower() and attempt < 2 and not (watchdog.fired or step.cancelled)
-            if not retry or _cells_started(task.output_notebook):  # a cell that ran must never run twice
+            execute_on(_spare_kernel(task.kernel_name), step)
+        except KernelNotReady:  # the spare died waiting, or broke: a fresh one
+            if step.cancelled or watchdog.fired:
                 raise
-
-
-def _cells_started(output_notebook: str) -> bool:
-    """Whether papermill began executing any cell of this attempt (it marks each with a start time)."""
-    import json
+            execute_on(_start_kernel(task.kernel_name), step)
 
     try:
-        with open(output_notebook) as fh:
-            cells = json.load(fh).get("cells", [])
-    except (OSError, ValueError):
-        return False
-    return any(cell.get("metadata", {}).get("papermill", {}).get("start_time") for cell in cells)
+        return _outcome(task, execute)
+    finally:
+        for kernel in used:
+            kernel.kill()
+
+
+_spares = threading.local()
+
+
+def _spare_kernel(kernel_name: str) -> WarmKernel:
+    """This worker's spare kernel (waiting for it if it is still starting), and the next one started."""
+    spare = getattr(_spares, "next", None)
+    _spares.next = None
+    kernel = spare.result() if spare is not None else None
+    if kernel is not None and (kernel.kernel_name != kernel_name or not kernel.alive()):
+        kernel.kill()
+        kernel = None
+    if kernel is None:
+        kernel = _start_kernel(kernel_name)
+    _spares.next = _start_in_background(kernel_name)
+    return kernel
+
+
+def _start_kernel(kernel_name: str) -> WarmKernel:
+    for attempt in range(3):  # a kernel that fails to start is started again
+        try:
+            return WarmKernel(kernel_name)
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_in_background(kernel_name: str) -> Future:
+    future: Future = Future()
+
+    def start() -> None:
+        try:
+            future.set_result(WarmKernel(kernel_name))
+        except Exception:  # noqa: BLE001 - the step that wants it starts one itself
+            future.set_result(None)
+
+    threading.Thread(target=start, name="kit-spare-kernel", daemon=True).start()
+    return future
 
 
 class WarmKernel:
-    """A kernel kept alive in one worker thread and reused, step after step."""
+    """A kernel kit started: kept in a worker thread and reused (`warm`), or a spare for one step (`papermill`)."""
 
     def __init__(self, kernel_name: str):
         from jupyter_client import AsyncKernelManager
         from nbclient.util import run_sync
 
+        self.kernel_name = kernel_name
         self.ipc_dir = tempfile.mkdtemp(prefix="kit-w-")
         self.km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(self.ipc_dir, "k"))
         env = {k: v for k, v in os.environ.items() if k not in ("KIT_HOME", SPOOL_ENV)}
         # History in memory, as nbclient starts papermill's kernels: the execution count restarts at
         # each step, and the history file would refuse the same (session, line) with "ERROR!" in a cell.
         run_sync(self.km.start_kernel)(env=env, extra_arguments=["--HistoryManager.hist_file=:memory:"])
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        run_sync(self.kc.wait_for_ready)(timeout=60)
-        _WARM_KERNELS.add(self)
+        _WARM_KERNELS.add(self)  # from now on, killed when kit exits (a spare may still be starting then)
+        try:
+            self.kc = self.km.client()
+            self.kc.start_channels()
+            run_sync(self.kc.wait_for_ready)(timeout=60)
+        except BaseException:
+            self.kill()
+            raise
 
     def alive(self) -> bool:
         from nbclient.util import run_sync
@@ -388,13 +347,11 @@ def run_warm(task: StepTask) -> NotebookOutcome:
     step ends, the processes it started are killed; a kernel interrupted on a timeout
     or cancelled is not reused.
     """
-    import json as _json
-
     import papermill
 
     _register_with_papermill()
     env = {**task.env, SPOOL_ENV: task.spool, OBJECTS_ENV: task.objects, "KIT_STEP": task.step_id}
-    preamble = f"__import__('kit.kernel.warm').kernel.warm.prepare({task.workdir!r}, {_json.dumps(env)})"
+    preamble = f"__import__('kit.kernel.warm').kernel.warm.prepare({task.workdir!r}, {json.dumps(env)})"
 
     def execute_on_warm_kernel(step: RunningStep) -> None:
         kernel = _warm_kernel(task.kernel_name)

@@ -30,6 +30,7 @@ class StepTask:
     redact: list[str] = field(default_factory=list)  # policy.redact name patterns
     secret_values: list[str] = field(default_factory=list)  # values to keep out of what the step persists
     summary: str = ""  # markdown put on top of the executed notebook: the run and where inputs came from
+    bundle: dict[str, Any] | None = None  # {"root": folder, "lock": lock}: what a remote executor ships by digest
 
 
 @dataclass

@@ -1,0 +1,633 @@
+"""The fork engine (DESIGN section 13): each step in a fresh process, forked from a pre-imported helper.
+
+A Jupyter kernel costs 0.7-1 s to start; a process forked from an interpreter that has
+already imported what steps use costs a few milliseconds, and isolates a step as well:
+nothing a step does (names, environment variables, builtins, monkeypatches, imported
+modules, the processes it started) can be seen by the next, which is another process.
+
+- The zygote (`serve`): a small helper started with ``python -c``, never forked from the
+  coordinator, whose DuckDB and ZMQ threads make fork unsafe. It imports kit, IPython,
+  papermill, pandas, duckdb, pyarrow and the modules the workflow's notebooks import
+  (found statically, `workflow_imports`), creates the IPython shell
+  (`kit.kernel.forked.prepare`), and then only forks: it never runs a step's code. A
+  workflow importing modules the zygote lacks gets a new zygote (with both sets); the
+  old one retires once its steps have ended.
+- Its protocol: JSON lines. Requests on its stdin: ``fork`` a step, ``retire``. Replies on
+  its stdout: the pid of each forked step, then how that process ended and in which
+  cell. EOF on its stdin (the coordinator is gone) makes it kill its steps and exit.
+- The step's process (`kit.kernel.forked.run`) leads its own session, executes the
+  notebook and writes its outcome to the spool. The coordinator registers its pid with
+  `running_step`, so `cancel_running` and the `Watchdog` (a timeout: SIGINT, then SIGKILL
+  of the process tree) reach it. When it ends, the zygote, its parent, kills its process
+  group and, if it died, the processes it left behind (the zygote is their subreaper):
+  nothing a step started outlives it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from kit.execution.engines import (
+    CANCELLED,
+    Engine,
+    NotebookOutcome,
+    StepCancelled,
+    Watchdog,
+    kernel_environment,
+    kill_process_tree,
+    running_step,
+)
+from kit.execution.task import StepTask
+from kit.kernel.api import OBJECTS_ENV, SPOOL_ENV
+
+ISOLATION = "process per step"
+
+#: Files a step's process leaves in its spool for the coordinator: its outcome, and what it said if it died.
+OUTCOME_FILE = ".fork-outcome.json"
+CRASH_FILE = ".fork-crash.txt"
+
+#: The exit code of a step's process that could not execute the step at all (its crash report says why).
+EXIT_CANNOT_RUN = 70
+
+#: Seconds the zygote may take to fork a step (the first waits for its imports) before it counts as broken.
+START_TIMEOUT = 120.0
+
+_BOOT = "from kit.execution.fork_engine import serve; serve()"
+
+_HINTS = {
+    "SIGABRT": "os.abort(), or a failed assertion in native code",
+    "SIGSEGV": "a crash in native code (a C extension)",
+    "SIGBUS": "a crash in native code (a C extension)",
+    "SIGFPE": "a crash in native code (a C extension)",
+    "SIGILL": "a crash in native code (a C extension)",
+    "SIGKILL": "killed from outside the step, perhaps for lack of memory",
+}
+
+
+class ZygoteFailed(RuntimeError):
+    """The fork engine's helper could not fork the step (it died, or never became ready)."""
+
+
+# ---- the coordinator's side ------------------------------------------------------------
+
+
+class _Child:
+    """One step's process, as the zygote reports it: its pid once forked, then how it ended."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.code: int | None = None  # exit code, or minus the signal that killed it
+        self.cell: int | None = None  # the user's index of the cell that was running
+        self.failure: str | None = None  # the zygote failed before reporting
+        self.forked = threading.Event()
+        self.ended = threading.Event()
+
+
+class Zygote:
+    """The helper process that forks steps, and the thread that reads its replies."""
+
+    def __init__(self, modules: frozenset[str]):
+        self.modules = modules
+        self.retired = False
+        self.failure: str | None = None
+        self._home = tempfile.mkdtemp(prefix="kit-zygote-")
+        self._log = os.path.join(self._home, "stderr")
+        env = {k: v for k, v in os.environ.items() if k not in ("KIT_HOME", SPOOL_ENV, OBJECTS_ENV)}
+        env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # read when matplotlib loads
+        with open(self._log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, json.dumps(sorted(modules))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=self._home,  # not the project: a module there is no third party's to pre-import
+                env=env,
+                start_new_session=True,  # Ctrl-C is the coordinator's to handle (`cancel_running`)
+            )
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._forking: dict[int, _Child] = {}
+        self._running: dict[int, _Child] = {}
+        threading.Thread(target=self._read, name="kit-zygote", daemon=True).start()
+
+    def usable(self) -> bool:
+        return not self.retired and self.failure is None and not self.process.stdin.closed
+
+    def fork(self, request: dict[str, Any]) -> _Child:
+        """Ask for a process executing `request`; `_Child.forked` is set once it runs."""
+        child = _Child()
+        with self._lock:
+            if self.failure:
+                raise ZygoteFailed(self.failure)
+            request_id = next(self._ids)
+            self._forking[request_id] = child
+            try:
+                self._send({"op": "fork", "id": request_id, "task": request})
+            except (OSError, ValueError):  # its stdin is closed
+                del self._forking[request_id]
+                raise ZygoteFailed(self._death()) from None
+        return child
+
+    def retire(self) -> None:
+        """Fork nothing more; the zygote exits once the steps it forked have ended."""
+        with self._lock:
+            self.retired = True
+            try:
+                self._send({"op": "retire"})
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        """End the zygote now, and the steps it runs (it kills them when its stdin closes)."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self._lock:
+                if "pid" in message:
+                    child = self._forking.pop(message["id"])
+                    child.pid = message["pid"]
+                    self._running[child.pid] = child
+                    child.forked.set()
+                elif "ended" in message:
+                    child = self._running.pop(message["ended"])
+                    child.code, child.cell = message["code"], message["cell"]
+                    child.ended.set()
+                elif "error" in message:
+                    child = self._forking.pop(message["id"])
+                    child.failure = f"the fork engine's helper could not fork the step: {message['error']}"
+                    child.forked.set()
+                    child.ended.set()
+        self.process.wait()
+        with self._lock:
+            self.failure = self._death()
+            for pid in self._running:  # the zygote died before them: they would run on unwatched
+                kill_process_tree(pid)
+                _kill_group(pid)
+            for child in [*self._forking.values(), *self._running.values()]:
+                child.failure = self.failure
+                child.forked.set()
+                child.ended.set()
+            self._forking.clear()
+            self._running.clear()
+        shutil.rmtree(self._home, ignore_errors=True)
+
+    def _death(self) -> str:
+        code = self.process.poll()
+        try:
+            with open(self._log, errors="replace") as fh:
+                said = "".join(deque(fh, maxlen=15)).strip()
+        except OSError:
+            said = ""
+        return (
+            f"the fork engine's helper process (pid {self.process.pid}) exited"
+            + (f" with code {code}" if code is not None else "")
+            + (f":\n{said}" if said else "")
+        )
+
+
+_ZYGOTE: Zygote | None = None
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def _zygote_for(notebook: str) -> Zygote:
+    """The zygote that has imported what `notebook`'s workflow imports: the current one, or a new one."""
+    global _ZYGOTE
+    modules = workflow_imports(notebook)
+    with _ZYGOTE_LOCK:
+        current = _ZYGOTE
+        if current is not None and current.usable():
+            if modules <= current.modules:
+                return current
+            modules |= current.modules  # workflows taking turns do not restart it each time
+            current.retire()
+        _ZYGOTE = Zygote(modules)
+        return _ZYGOTE
+
+
+def _close_zygote() -> None:
+    if _ZYGOTE is not None:
+        _ZYGOTE.close()
+
+
+atexit.register(_close_zygote)
+
+
+# ---- what a workflow imports -----------------------------------------------------------
+
+_IMPORTS: dict[str, tuple[Any, frozenset[str]]] = {}
+
+
+def workflow_imports(notebook: str) -> frozenset[str]:
+    """The modules imported by the notebooks of `notebook`'s workflow (its `workflow.yaml`'s steps), found
+    statically: ``import a.b`` and ``from a.b import c`` give ``a.b``. Modules in a notebook's folder are left
+    out: they are the workflow's own code, and the zygote never runs that."""
+    path = Path(notebook).resolve()
+    manifest = next((d / "workflow.yaml" for d in path.parents if (d / "workflow.yaml").is_file()), None)
+    notebooks = {path} | (_manifest_notebooks(manifest) if manifest is not None else set())
+    key = sorted((str(p), p.stat().st_mtime_ns) for p in notebooks if p.is_file())
+    cached = _IMPORTS.get(str(path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    notebooks = {p for p in notebooks if p.is_file()}
+    folders = {p.parent for p in notebooks}
+    found = set()
+    for nb in notebooks:
+        for name in _notebook_imports(nb):
+            top = name.split(".")[0]
+            if not any((f / f"{top}.py").exists() or (f / top).is_dir() for f in folders):
+                found.add(name)
+    found.discard("__future__")
+    result = frozenset(found)
+    _IMPORTS[str(path)] = (key, result)
+    return result
+
+
+_MANIFESTS: dict[Path, tuple[int, set[Path]]] = {}
+
+
+def _manifest_notebooks(manifest: Path) -> set[Path]:
+    """The notebooks a `workflow.yaml` names, read again only when it changes."""
+    import yaml
+
+    try:
+        mtime = manifest.stat().st_mtime_ns
+        cached = _MANIFESTS.get(manifest)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        spec = yaml.safe_load(manifest.read_text()) or {}
+        steps = spec.get("steps") or {}
+        names = [s.get("notebook") for s in steps.values() if isinstance(s, dict)]
+    except (OSError, yaml.YAMLError, AttributeError):
+        return set()
+    found = {(manifest.parent / n).resolve() for n in names if isinstance(n, str)}
+    _MANIFESTS[manifest] = (mtime, found)
+    return found
+
+
+def _notebook_imports(notebook: Path) -> set[str]:
+    import ast
+
+    try:
+        cells = json.loads(notebook.read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return set()
+    names = set()
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        if source.lstrip().startswith("%%"):
+            continue
+        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module)
+    return names
+
+
+# ---- the engine ------------------------------------------------------------------------
+
+
+def run_fork(task: StepTask) -> NotebookOutcome:
+    """Execute the step in a process forked from the zygote; its outcome is what that process wrote."""
+    outcome_path = os.path.join(task.spool, OUTCOME_FILE)
+    crash_path = os.path.join(task.spool, CRASH_FILE)
+    request = {
+        "notebook": task.notebook,
+        "output_notebook": task.output_notebook,
+        "parameters": task.parameters,
+        "kernel_name": task.kernel_name,
+        "workdir": task.workdir,
+        "env": kernel_environment(task),
+        "outcome": outcome_path,
+        "crash": crash_path,
+    }
+    child: _Child | None = None
+    failure = None
+    with running_step() as step, Watchdog(task.timeout, step, what="process") as watchdog:
+        try:
+            child = _zygote_for(task.notebook).fork(request)
+            if not child.forked.wait(START_TIMEOUT):
+                raise ZygoteFailed(f"the fork engine's helper did not fork the step in {START_TIMEOUT:g}s")
+            if child.failure:
+                raise ZygoteFailed(child.failure)
+            step.kernel_started(child.pid)
+            child.ended.wait()
+        except StepCancelled:
+            child.ended.wait(10)
+        except ZygoteFailed as exc:
+            failure = str(exc)
+    if step.cancelled:
+        return NotebookOutcome(
+            error_type=CANCELLED,
+            error_message="the step was cancelled: its process and the processes it started were killed",
+        )
+    outcome = _read_outcome(outcome_path)
+    if outcome is None:
+        if failure or child is None or child.failure:
+            outcome = NotebookOutcome(error_type="EngineError", error_message=failure or child.failure)
+        else:
+            outcome = _died(task, child, crash_path)
+    if watchdog.fired:
+        outcome.error_type = "Timeout"
+        outcome.error_message = watchdog.message()
+    return outcome
+
+
+def _read_outcome(path: str) -> NotebookOutcome | None:
+    try:
+        with open(path) as fh:
+            return NotebookOutcome(**json.load(fh))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _died(task: StepTask, child: _Child, crash_path: str) -> NotebookOutcome:
+    """The outcome of a step whose process ended without writing one: how, in which cell, what it said."""
+    try:
+        with open(crash_path, errors="replace") as fh:
+            said = fh.read().strip() or None
+    except OSError:
+        said = None
+    code = child.code or 0
+    if code == EXIT_CANNOT_RUN:
+        last = said.splitlines()[-1] if said else "no reason given"
+        return NotebookOutcome(
+            error_type="EngineError", error_message=f"the step's process could not execute it: {last}", traceback=said
+        )
+    if code < 0:
+        name = signal.Signals(-code).name
+        how = f"was killed by {name}" + (f" ({_HINTS[name]})" if name in _HINTS else "")
+    elif code == 0:
+        how = "ended without leaving its outcome"
+    else:
+        how = f"exited with code {code} (os._exit, or sys.exit from native code)"
+    where = f" in cell {child.cell}" if child.cell is not None else ""
+    outcome = NotebookOutcome(
+        error_type="ProcessDied",
+        error_message=f"the step's process {how}{where}, before it finished its notebook; "
+        "the processes it started were killed",
+        error_cell=child.cell,
+        traceback=said,
+    )
+    if child.cell is not None:
+        try:
+            with open(task.notebook) as fh:
+                source = json.load(fh)["cells"][child.cell]["source"]
+            outcome.error_source = "".join(source) if isinstance(source, list) else source
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+    return outcome
+
+
+FORK = Engine("fork", ISOLATION, run_fork)
+
+
+# ---- the zygote's side -----------------------------------------------------------------
+
+
+def serve() -> None:
+    """The zygote's main: import, keep a spare process forked, hand each step to it, report how it ended.
+
+    Its stdin and stdout carry the protocol; they are moved off descriptors 0 and 1 first,
+    so that nothing an import prints can garble a reply.
+    """
+    requests, replies = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    os.close(null)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+    _defer_iri_grammar()
+
+    from kit.kernel import forked
+
+    failed = forked.prepare(json.loads(sys.argv[1]))
+    forked.become_subreaper()  # the processes a dead step left behind become ours to kill
+    _Server(forked, requests, replies).serve(failed)
+
+
+def _defer_iri_grammar() -> None:
+    """Put off building rfc3987_syntax's IRI grammar (0.7 s) until a step checks an IRI.
+
+    nbformat imports jsonschema, whose format checker imports ``rfc3987_syntax`` for its
+    ``iri`` formats only, and that import builds a grammar: it would make every zygote
+    start 0.7 s slower (FIELD-NOTES). A stand-in module takes its place; its first use,
+    in a step, imports the real one, so a step sees what it would see in a kernel.
+    """
+    import importlib
+    import importlib.util
+    import types
+
+    name = "rfc3987_syntax"
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    stand_in = types.ModuleType(name)
+    loaded: list[types.ModuleType] = []
+
+    def real() -> types.ModuleType:
+        if not loaded:
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+            loaded.append(importlib.import_module(name))  # from now on the real one is imported
+        return loaded[0]
+
+    def is_valid_syntax(*args: Any, **kwargs: Any) -> Any:  # what jsonschema imports from it
+        return real().is_valid_syntax(*args, **kwargs)
+
+    def attribute(key: str) -> Any:
+        if key.startswith("__"):  # what the import system asks a module (__path__, __spec__) is not a use
+            raise AttributeError(key)
+        return getattr(real(), key)
+
+    stand_in.is_valid_syntax = is_valid_syntax
+    stand_in.__getattr__ = attribute
+    sys.modules[name] = stand_in
+
+
+class _Server:
+    """The zygote's loop. Single-threaded: it waits on its requests, on its steps saying they are done, and
+    on SIGCHLD (through a wakeup pipe). A spare process, forked ahead of need, waits for the next step, so a
+    step does not wait for a fork; a step's process says when it is done (and has killed what it started),
+    so a step does not wait for its process's memory to be torn down either."""
+
+    def __init__(self, forked: Any, requests: int, replies: int):
+        self.forked, self.requests, self.replies = forked, requests, replies
+        self.done_r, self.done_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w, self.done_r):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.steps: dict[int, Any] = {}  # pid -> the marker it shares: the cell it runs
+        self.spare: tuple[int, int, Any] | None = None  # pid, the pipe its step comes on, its marker
+        self.retiring = False
+
+    def serve(self, failed: list[str]) -> None:
+        self.spare = self._fork_spare()
+        self._reply({"ready": True, "failed": failed})
+        pending = b""
+        while not (self.retiring and not self.steps):
+            readable, _, _ = select.select([self.requests, self.done_r, self.wake_r], [], [])
+            if self.wake_r in readable:
+                _drain(self.wake_r)
+            if self.done_r in readable:
+                self._done(_drain(self.done_r))
+            self._reap()
+            if self.requests not in readable:
+                continue
+            data = os.read(self.requests, 1 << 16)
+            if not data:  # the coordinator is gone: so are its steps
+                break
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                message = json.loads(line)
+                if message["op"] == "fork":
+                    self._start(message)
+                elif message["op"] == "retire":
+                    self.retiring = True
+        for pid in [*self.steps, *([self.spare[0]] if self.spare else [])]:
+            kill_process_tree(pid)
+            _kill_group(pid)
+        os._exit(0)
+
+    def _reply(self, message: dict[str, Any]) -> None:
+        os.write(self.replies, json.dumps(message).encode() + b"\n")
+
+    def _fork_spare(self) -> tuple[int, int, Any] | None:
+        import mmap
+        import struct
+
+        task_r, task_w = os.pipe()
+        marker = mmap.mmap(-1, 4)
+        marker[:4] = struct.pack("i", -1)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(task_r)
+            os.close(task_w)
+            return None
+        if pid == 0:
+            os.setsid()  # its own session and process group: killed as one
+            inherited = [self.requests, self.replies, self.wake_r, self.wake_w, self.done_r, task_w]
+            self.forked.serve_one(task_r, self.done_w, marker, inherited)
+        os.close(task_r)
+        return pid, task_w, marker
+
+    def _start(self, message: dict[str, Any]) -> None:
+        """Hand the step to the spare (forking one if it is missing or died), then fork the next spare."""
+        data = json.dumps(message["task"]).encode()
+        for _ in range(2):
+            spare, self.spare = self.spare or self._fork_spare(), None
+            if spare is None:
+                break
+            pid, task_w, marker = spare
+            try:
+                _write_all(task_w, data)
+            except OSError:  # it died meanwhile
+                continue
+            finally:
+                os.close(task_w)
+            self.steps[pid] = marker
+            self._reply({"id": message["id"], "pid": pid})
+            self.spare = self._fork_spare()
+            return
+        self._reply({"id": message["id"], "error": "could not fork a process for the step"})
+
+    def _done(self, data: bytes) -> None:
+        """Steps that said they are done: end their process groups, and report them ended."""
+        import struct
+
+        for (pid,) in struct.iter_unpack("i", data[: len(data) - len(data) % 4]):
+            if pid in self.steps:
+                self._ended(pid, 0)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare and pid == self.spare[0]:  # it died waiting: the next step gets another
+                os.close(self.spare[1])
+                self.spare[2].close()
+                self.spare = None
+            elif pid in self.steps:  # it died before it was done
+                self._ended(pid, os.waitstatus_to_exitcode(status))
+
+    def _ended(self, pid: int, code: int) -> None:
+        """Kill the step's process group and, if it died, what it left behind; then report it."""
+        import struct
+
+        marker = self.steps.pop(pid)
+        cell = struct.unpack("i", marker[:4])[0]
+        marker.close()
+        _kill_group(pid)
+        if code != 0:
+            _kill_orphans(set(self.steps) | ({self.spare[0]} if self.spare else set()))
+        self._reply({"ended": pid, "code": code, "cell": cell if cell >= 0 else None})
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:  # no such group left
+        pass
+
+
+def _kill_orphans(keep: set[int]) -> None:
+    """Kill the processes a dead step left behind: the zygote's children it does not know."""
+    import psutil
+
+    for process in psutil.Process().children():
+        if process.pid not in keep:
+            kill_process_tree(process.pid)
