@@ -5,9 +5,8 @@ In a step notebook, ``import kit`` gives the notebook API: ``kit.output``,
 because it happens in every kernel. In any notebook, ``kit.explore()`` opens the ledger's explorer.
 """
 
+from kit.base.version import __version__
 from kit.kernel.api import component, idempotency_key, load, output, outputs, secret, span
-
-__version__ = "0.2.0"
 
 __all__ = [
     "component",

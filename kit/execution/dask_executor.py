@@ -505,7 +505,7 @@ def _forget_oldest(scattered: dict, keep: int) -> None:
 
 def _check_workers(client: Any, address: str, timeout: float) -> int:
     """Every worker imports kit (else InvalidInput naming them); warn of another kit version. The threads."""
-    import kit
+    from kit.base.version import __version__ as kit_version
 
     try:
         client.wait_for_workers(1, timeout=timeout)
@@ -520,12 +520,12 @@ def _check_workers(client: Any, address: str, timeout: float) -> int:
         lines = "; ".join(f"{w}: {type(v).__name__}: {v}" for w, v in sorted(broken.items()))
         raise InvalidInput(
             f"--scheduler {address}: {len(broken)} Dask worker(s) cannot import kit ({lines}); install kit, "
-            f"version {kit.__version__}, on every worker; nothing was started"
+            f"version {kit_version}, on every worker; nothing was started"
         )
-    others = {w: v for w, v in versions.items() if v != kit.__version__}
+    others = {w: v for w, v in versions.items() if v != kit_version}
     if others:
         shown = ", ".join(f"{w} has {v}" for w, v in sorted(others.items()))
-        print(f"warning: Dask workers run another kit version than {kit.__version__}: {shown}", file=sys.stderr)
+        print(f"warning: Dask workers run another kit version than {kit_version}: {shown}", file=sys.stderr)
     return sum(client.nthreads().values()) or 1
 
 

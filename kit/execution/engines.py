@@ -44,6 +44,10 @@ DEFAULT_ENGINES = {"run": "fork", "test": "fork", "replay": "fork", "pytest": "f
 #: The error_type of a step stopped by `cancel_running`.
 CANCELLED = "Cancelled"
 
+#: The exit code of a forked step process that could not execute the step at all (its crash report
+#: says why): set by `fork_child`, read by `fork_engine`.
+EXIT_CANNOT_RUN = 70
+
 # Cells papermill adds to the notebook it executes and saves (papermill.parameterize, papermill.execute).
 INJECTED_TAG = "injected-parameters"
 ERROR_MARKER_TAG = "papermill-error-cell-tag"

@@ -9,13 +9,13 @@ modules, the processes it started) can be seen by the next, which is another pro
   coordinator, whose DuckDB and ZMQ threads make fork unsafe. It imports kit, IPython,
   papermill, pandas, duckdb, pyarrow and the modules the workflow's notebooks import
   (found statically, `workflow_imports`), creates the IPython shell
-  (`kit.kernel.forked.prepare`), and then only forks: it never runs a step's code. A
+  (`kit.execution.fork_child.prepare`), and then only forks: it never runs a step's code. A
   workflow importing modules the zygote lacks gets a new zygote (with both sets); the
   old one retires once its steps have ended.
 - Its protocol: JSON lines. Requests on its stdin: ``fork`` a step, ``retire``. Replies on
   its stdout: the pid of each forked step, then how that process ended and in which
   cell. EOF on its stdin (the coordinator is gone) makes it kill its steps and exit.
-- The step's process (`kit.kernel.forked.run`) leads its own session, executes the
+- The step's process (`kit.execution.fork_child.run`) leads its own session, executes the
   notebook and writes its outcome to the spool. The coordinator registers its pid with
   `running_step`, so `cancel_running` and the `Watchdog` (a timeout: SIGINT, then SIGKILL
   of the process tree) reach it. When it ends, the zygote, its parent, kills its process
@@ -42,6 +42,7 @@ from typing import Any
 
 from kit.execution.engines import (
     CANCELLED,
+    EXIT_CANNOT_RUN,
     Engine,
     NotebookOutcome,
     StepCancelled,
@@ -58,9 +59,6 @@ ISOLATION = "process per step"
 #: Files a step's process leaves in its spool for the coordinator: its outcome, and what it said if it died.
 OUTCOME_FILE = ".fork-outcome.json"
 CRASH_FILE = ".fork-crash.txt"
-
-#: The exit code of a step's process that could not execute the step at all (its crash report says why).
-EXIT_CANNOT_RUN = 70
 
 #: Seconds the zygote may take to fork a step (the first waits for its imports) before it counts as broken.
 START_TIMEOUT = 120.0
@@ -430,7 +428,7 @@ def serve() -> None:
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     _defer_iri_grammar()
 
-    from kit.kernel import forked
+    from kit.execution import fork_child as forked
 
     failed = forked.prepare(json.loads(sys.argv[1]))
     forked.become_subreaper()  # the processes a dead step left behind become ours to kill

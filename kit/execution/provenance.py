@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kit
+from kit.base.version import __version__ as kit_version
 
 
 def git_commit(root: Path) -> str | None:
@@ -46,7 +46,7 @@ def provenance(root: Path) -> dict[str, Any]:
     """The run row's provenance columns."""
     return {
         "git_commit": git_commit(root),
-        "kit_version": kit.__version__,
+        "kit_version": kit_version,
         "python_version": platform.python_version(),
         "packages_hash": packages_hash(),
     }

@@ -215,7 +215,7 @@ def run_spans(ledger: Ledger, store: ObjectStore, run_id: str, with_content: boo
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-    import kit
+    from kit.base.version import __version__ as kit_version
 
     run = ledger.run(run_id)
     if run is None:
@@ -234,11 +234,11 @@ def run_spans(ledger: Ledger, store: ObjectStore, run_id: str, with_content: boo
                 "kit.workflow.version": run["version"],
                 "kit.bundle_id": run["bundle_id"],
                 "kit.env": run.get("env"),
-                "kit.version": kit.__version__,
+                "kit.version": kit_version,
             }
         )
     )
-    scope = InstrumentationScope(SCOPE, kit.__version__)
+    scope = InstrumentationScope(SCOPE, kit_version)
     trace_id = trace_id_of(run_id)
     redactor = _redactor_of(ledger, store, run) if with_content else None
     warnings: list[str] = []

@@ -1,13 +1,13 @@
 """`kit export otlp`, and the export `kit run --export-otlp URL` does once the run has ended.
 
-Added to the CLI by `add_commands`, like the store's commands; opentelemetry is imported
-only when a command sends something, so the CLI starts without it.
+opentelemetry is imported only when a command sends something, so the CLI starts without it.
 """
 
 from __future__ import annotations
 
 import click
 
+from kit.cli.base import cli
 from kit.errors import EXIT_FAILED, InvalidInput, KitError
 
 
@@ -40,30 +40,30 @@ def _export(ctx, run_ids: list[str], endpoint: str, with_content: bool, timeout:
     click.echo(f"exported {done.spans} span(s) of {len(done.runs)} run(s){content} to {done.endpoint}")
 
 
-def add_commands(cli: click.Group) -> None:
-    @cli.group("export")
-    def export() -> None:
-        """Send runs to other systems (OpenTelemetry)."""
+@cli.group("export")
+def export() -> None:
+    """Send runs to other systems (OpenTelemetry)."""
 
-    @export.command("otlp")
-    @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
-    @click.option("--endpoint", required=True, metavar="URL", help="An OTLP/HTTP receiver (no path: /v1/traces).")
-    @click.option("--with-content", is_flag=True, help="Send LLM messages too (redacted); by default only references.")
-    @click.option(
-        "--timeout",
-        type=click.FloatRange(min=0.1),
-        default=None,
-        help="Seconds to wait for the receiver (default: $OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, else 10).",
-    )
-    @click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="An HTTP header (repeatable).")
-    @click.pass_obj
-    def otlp(ctx, runs: tuple[str, ...], endpoint: str, with_content: bool, timeout: float | None, headers) -> None:
-        """Send RUN's spans (a run id, a prefix, or `last`) as OpenTelemetry traces, one trace per run."""
-        from kit.export.otlp import traces_url
 
-        traces_url(endpoint)  # a malformed URL is refused before the ledger is read
-        run_ids = list(dict.fromkeys(ctx.ledger.resolve_run(ref) for ref in runs))
-        _export(ctx, run_ids, endpoint, with_content, timeout, _headers(headers))
+@export.command("otlp")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--endpoint", required=True, metavar="URL", help="An OTLP/HTTP receiver (no path: /v1/traces).")
+@click.option("--with-content", is_flag=True, help="Send LLM messages too (redacted); by default only references.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds to wait for the receiver (default: $OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, else 10).",
+)
+@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="An HTTP header (repeatable).")
+@click.pass_obj
+def otlp(ctx, runs: tuple[str, ...], endpoint: str, with_content: bool, timeout: float | None, headers) -> None:
+    """Send RUN's spans (a run id, a prefix, or `last`) as OpenTelemetry traces, one trace per run."""
+    from kit.export.otlp import traces_url
+
+    traces_url(endpoint)  # a malformed URL is refused before the ledger is read
+    run_ids = list(dict.fromkeys(ctx.ledger.resolve_run(ref) for ref in runs))
+    _export(ctx, run_ids, endpoint, with_content, timeout, _headers(headers))
 
 
 def export_after_run(ctx, outcome, endpoint: str) -> int:

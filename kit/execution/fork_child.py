@@ -67,13 +67,13 @@ from papermill.engines import papermill_engines
 from traitlets.config import Config
 
 from kit.execution.engines import (
+    EXIT_CANNOT_RUN,
     NotebookOutcome,
     cell_timings,
     describe_execution_error,
     failing_cell,
     kill_process_tree,
 )
-from kit.execution.fork_engine import EXIT_CANNOT_RUN
 
 #: What the helper imports before it forks, besides what this module imports (IPython, papermill).
 BASE_MODULES = (

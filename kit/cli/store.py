@@ -1,6 +1,5 @@
-"""The store's commands on the `kit` command line: publish, yank, install, promote, promotions, store
-search and store show. `kit.cli` adds them (`add_commands`); like every command they only parse options
-and print, and import what they need when they run, so `kit --help` stays fast."""
+"""The store's commands: kit publish, yank, install, promote, promotions, store search and store show.
+Like every command they only parse options and print, and import what they need when they run."""
 
 from __future__ import annotations
 
@@ -9,6 +8,8 @@ import sys
 from typing import Any
 
 import click
+
+from kit.cli.base import cli, format_table, report_outcome
 
 STORE = click.option(
     "--store", "store", default=None, metavar="STORE", help="A folder or fsspec URL (default: kit.yaml's store.url)."
@@ -31,7 +32,7 @@ def _short(bundle_id: str | None) -> str:
     return (bundle_id or "")[:12]
 
 
-@click.command()
+@cli.command()
 @click.argument("workflow")
 @STORE
 @AS
@@ -56,7 +57,7 @@ def publish(ctx, workflow: str, store: str | None, as_: str | None, sign_key: st
     )
 
 
-@click.command()
+@cli.command()
 @click.argument("ref", metavar="NAME@VERSION")
 @click.option("--reason", required=True, help="Why the version must not be used (kept in the store).")
 @STORE
@@ -70,7 +71,7 @@ def yank(ctx, ref: str, reason: str, store: str | None, as_: str | None) -> None
     click.echo(describe_yank(yank_version(ctx.project, ctx.ledger, ref, reason, store, _principal(as_))))
 
 
-@click.command()
+@cli.command()
 @click.argument("ref", metavar="NAME@SPEC")
 @STORE
 @AS
@@ -92,7 +93,7 @@ def install(ctx, ref: str, store: str | None, as_: str | None) -> None:
     click.echo(f"  run it: kit run {result.name}@{result.spec or '==' + result.version}")
 
 
-@click.command()
+@cli.command()
 @click.argument("ref", metavar="NAME@VERSION")
 @click.option("--to", "env", required=True, metavar="ENV", help="The environment to promote to.")
 @STORE
@@ -101,7 +102,6 @@ def install(ctx, ref: str, store: str | None, as_: str | None) -> None:
 def promote(ctx, ref: str, env: str, store: str | None, as_: str | None) -> None:
     """Promote a published NAME@VERSION to ENV (needs promote:ENV, a passing verification under ENV, and an
     approval when the workflow's environments.ENV.approval asks); rollback is promoting an older version."""
-    from kit.cli import report_outcome
     from kit.store.promote import promote as promote_version
 
     result = promote_version(ctx.project, ctx.ledger, ref, env, _principal(as_), store)
@@ -130,7 +130,7 @@ def after_resume(ctx, run_id: str) -> None:
         )
 
 
-@click.command()
+@cli.command()
 @click.argument("name")
 @click.option("--env", default=None, help="Only this environment.")
 @click.option(
@@ -141,7 +141,6 @@ def after_resume(ctx, run_id: str) -> None:
 @click.pass_obj
 def promotions(ctx, name: str, env: str | None, at: str | None, store: str | None, fmt: str) -> None:
     """NAME's promotion history per environment, and what is live (now, or at TIME)."""
-    from kit.cli import format_table
     from kit.store.promote import promotions as read_history
 
     history = read_history(ctx.project, name, env, at, store)
@@ -160,7 +159,7 @@ def promotions(ctx, name: str, env: str | None, at: str | None, store: str | Non
         click.echo(f"live in {each} {when}: {what}")
 
 
-@click.group("store")
+@cli.group("store")
 def store_group() -> None:
     """Find workflows in a store and what is known about them."""
 
@@ -175,7 +174,6 @@ def store_group() -> None:
 def store_search(ctx, text: str, takes: tuple[str, ...], gives: tuple[str, ...], store: str | None, fmt: str) -> None:
     """Workflows whose name, description or tags hold TEXT, and whose contract takes and gives what is asked."""
     from kit.bundles.store import open_configured
-    from kit.cli import format_table
     from kit.store.catalog import search
 
     found = search(open_configured(ctx.project, store), text, list(takes), list(gives))
@@ -233,8 +231,3 @@ def store_show(ctx, ref: str, store: str | None, fmt: str) -> None:
             )
         if not f.records:
             click.echo("  no verification record")
-
-
-def add_commands(cli: click.Group) -> None:
-    for command in (publish, yank, install, promote, promotions, store_group):
-        cli.add_command(command)
