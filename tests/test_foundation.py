@@ -3,6 +3,7 @@ that never replace, read-only commands that create nothing, and one way to plug 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -143,3 +144,41 @@ def test_kits_own_plugins_come_through_entry_points_like_anyone_elses():
     assert {"papermill", "warm"} <= set(ENGINES.names())
     cli_help = subprocess.run([sys.executable, "-m", "kit.cli", "run", "--help"], capture_output=True, text=True)
     assert "papermill|warm" in cli_help.stdout
+
+
+def test_a_bulk_insert_stores_the_same_json_as_a_small_one(tmp_path):
+    """Large inserts take the Arrow path with orjson; what comes back must equal the row-by-row path's."""
+    from kit.ledger.database import BULK_ROWS, Database
+
+    odd = [
+        {"cell": 1, "duration_ms": 2.5},
+        {"text": "é ✓ \u2028", "nested": {"a": [1, None, True]}},
+        {1: "int key"},
+        {"huge": 2**70},
+        {"when": datetime(2026, 11, 26, tzinfo=UTC)},
+        "a plain string",
+        None,
+    ]
+
+    def rows(prefix: str, count: int) -> list[dict]:
+        return [
+            {"run_id": prefix, "span_id": f"{n:016x}", "kind": "cell", "attributes": odd[n % len(odd)]}
+            for n in range(count)
+        ]
+
+    db = Database(tmp_path / "ledger.duckdb")
+    db.write(("insert", "spans", rows("bulk", BULK_ROWS + len(odd))))
+    db.write(("insert", "spans", rows("small", len(odd))))
+    db.release()
+    import duckdb
+
+    con = duckdb.connect(str(db.path), read_only=True)
+    got = {
+        run: con.execute(
+            "select span_id, attributes::varchar from spans where run_id = ? order by span_id limit ?", [run, len(odd)]
+        ).fetchall()
+        for run in ("bulk", "small")
+    }
+    con.close()
+    assert [json.loads(a) if a else a for _, a in got["bulk"]] == [json.loads(a) if a else a for _, a in got["small"]]
+    assert json.loads(got["bulk"][3][1]) == {"huge": 2**70}

@@ -499,6 +499,30 @@ def _encode(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v, default=str) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
 
 
+def _json_texts(values: list[Any]) -> list[bytes | None]:
+    """A bulk insert's JSON column as UTF-8 texts: orjson, several times faster than `json` (the encoding
+    was most of a bulk insert's time); a value orjson refuses (an int past 64 bits) takes `json`'s way."""
+    import orjson
+
+    dumps = orjson.dumps
+    options = (  # what orjson would write its own way goes to `default=str`, as `json` does
+        orjson.OPT_NON_STR_KEYS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+    out: list[bytes | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(dumps(v, default=str, option=options))
+        except TypeError:
+            out.append(json.dumps(v, default=str).encode())
+    return out
+
+
 def _arrow_type(pa, values: list[Any]):
     """The column's Arrow type from its first value: inferring it costs more than the insert."""
     sample = next((v for v in values if v is not None), None)
@@ -514,13 +538,14 @@ def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = F
     if len(rows) >= BULK_ROWS:
         import pyarrow as pa
 
-        columns = list(dict.fromkeys(k for r in rows for k in r))
+        first = list(rows[0])
+        columns = first + sorted(set().union(*rows).difference(first))  # every row's keys, at C speed
         arrays = {}
         for column in columns:  # column by column: far cheaper than a table built from row dicts
             values = [r.get(column) for r in rows]
             if column in JSON_COLUMNS:
-                dumps = json.JSONEncoder(default=str).encode
-                values = [None if v is None else dumps(v) for v in values]
+                arrays[column] = pa.array(_json_texts(values), type=pa.binary()).cast(pa.string())
+                continue
             arrays[column] = pa.array(values, type=_arrow_type(pa, values))
         data = pa.table(arrays)  # noqa: F841 (DuckDB reads the local by name)
         con.execute(f"{verb} {table} BY NAME SELECT * FROM data")
