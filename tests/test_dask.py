@@ -19,8 +19,6 @@ import pytest
 
 from tests.conftest import Project, copy_example
 
-distributed = pytest.importorskip("distributed")
-
 
 @pytest.fixture(scope="module")
 def cluster():

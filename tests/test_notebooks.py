@@ -12,10 +12,8 @@ import copy
 
 import nbformat
 import pytest
+import pytest_notebook  # noqa: F401
 from conftest import EXAMPLE
-
-pytest.importorskip("pytest_notebook")
-
 from pytest_notebook.diffing import diff_notebooks, filter_diff  # noqa: E402
 from pytest_notebook.notebook import regex_replace_nb  # noqa: E402
 

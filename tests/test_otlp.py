@@ -10,11 +10,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import opentelemetry.proto  # noqa: F401  (the receiver decodes with it)
 import pytest
 
 from tests.conftest import Project, copy_example
-
-pytest.importorskip("opentelemetry.proto")
 
 
 class Receiver:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import threading
 import uuid
 
+import moto.server as moto_server
 import pytest
+import s3fs  # noqa: F401  (fsspec opens s3:// with it)
 from conftest import Project
 from test_store import make_project, nothing_installed, verified, write_workflow
 
 from kit.base.digests import sha256_bytes
 from kit.bundles.store import WorkflowStore
-
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
