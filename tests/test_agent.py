@@ -163,7 +163,7 @@ def test_the_fake_provider_scripts_tool_calls_and_the_loop_answers(kernel, monke
     assert [t["attributes"]["kit.agent.turn"] for t in turns] == [1, 2, 3]
     assert turns[0]["attributes"]["gen_ai.response.finish_reasons"] == ["tool_calls"]
     a = tools[0]["attributes"]
-    assert tools[0]["name"] == "execute_tool lookup_orders"
+    assert tools[0]["name"] == "lookup_orders"
     assert a["gen_ai.tool.name"] == "lookup_orders" and a["gen_ai.tool.call.id"] == "call_1_1"
     assert a["kit.tool.outcome"] == "ok" and a["kit.tool.executed"] is True and a["kit.tool.effects"] is False
     assert "C-7" not in json.dumps(tools[0]["attributes"])  # arguments and result only by reference

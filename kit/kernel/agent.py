@@ -30,10 +30,11 @@ used, and a function not declared there is described from its own type hints.
 Traces, recordings, replay
 --------------------------
 Each model turn is an LLM call like `kit.llm.chat`'s (span ``chat`` of kind ``llm``, GenAI attributes,
-spooled, recorded and keyed the same way), with ``kit.agent.turn``. Each tool call is a span
-``execute_tool NAME`` of kind ``tool`` (``gen_ai.tool.name``, ``gen_ai.tool.call.id``, the outcome;
-arguments and result only by reference: the spooled call becomes an artifact, redacted like any LLM
-content, named by ``kit.llm.content``). Both nest under one ``agent`` span.
+spooled, recorded and keyed the same way), with ``kit.agent.turn``. Each tool call is a span named
+after the tool, of kind ``tool`` (exported to OTLP as ``execute_tool NAME``): ``gen_ai.tool.name``,
+``gen_ai.tool.call.id``, ``kit.tool.outcome`` (ok, refused, bad_arguments, error); the arguments
+and result only by reference (the spooled call becomes an artifact, redacted like any LLM content,
+named by ``kit.llm.content``, and ``kit.tool.result.sha256``). Both nest under one ``agent`` span.
 
 A tool call is recorded beside the model turns, as a request of provider ``kit.tool``: model the
 tool's name, one message ``{role: tool_call, id, content: ARGUMENTS}``, params ``{turn: KEY}`` (the
@@ -418,7 +419,7 @@ def _tool_call(
         "gen_ai.tool.type": "function",
         "kit.agent.turn": turn,
     }
-    with api.span(f"execute_tool {name}".strip(), kind="tool", **attrs) as span:
+    with api.span(name or "(no tool name)", kind="tool", **attrs) as span:
         tool = tools.get(name)
         if tool is None:
             call.outcome = "refused"
@@ -432,7 +433,7 @@ def _tool_call(
         if problem:
             call.outcome = "bad_arguments"
             content = f"error: {problem}; call {name} again with a JSON object that matches its parameters"
-            span.update({"kit.tool.outcome": "bad_arguments", "kit.tool.message": content})
+            span["kit.tool.outcome"] = "bad_arguments"  # the arguments only by reference (the next turn's request)
             return call, content
         request = _tool_request(name, call_id, arguments, turn_key)
         key = request_key(request)
