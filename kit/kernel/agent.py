@@ -279,7 +279,8 @@ def _load_function(name: str, source: dict):
         path = Path(source["relative"]).resolve()
     if not path.is_file():
         raise AgentError(f"kit.llm.agent: tool {name!r}: its file {source.get('file')} is missing")
-    module_name = "kit_tools_" + request_key({"file": str(path)})[:16] + "_" + path.stem
+    st = path.stat()  # a changed file is imported afresh (a warm kernel runs many steps)
+    module_name = "kit_tools_" + request_key({"file": str(path), "stamp": [st.st_mtime_ns, st.st_size]})[:16]
     module = sys.modules.get(module_name)
     if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)
