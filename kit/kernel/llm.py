@@ -40,6 +40,9 @@ out of them; ``None`` values dropped) and keyed by the sha256 of its RFC 8785 JS
 The API key is only ever an HTTP header: it never enters a request, a recording, a
 span or the spool.
 
+``kit.llm.agent(messages, tools=[...], max_turns=N, budget={"tokens": T})`` is the bounded
+tool-calling loop of `kit.kernel.agent`: each of its model turns is a call made here.
+
 Providers are in `kit.kernel.providers` (``openai``, ``fake`` and plugins of the
 entry point group ``kit.llm_providers``).
 
