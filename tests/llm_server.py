@@ -7,6 +7,13 @@
 
 Queued responses are served first, in order; then the default answer: a chat
 completion whose reply is ``echo: <last user message>`` with fixed usage counts.
+
+For an agent, script the model's turns: each `enqueue_tool_calls` is one turn that calls
+tools, `enqueue_answer` a turn that answers:
+
+    llm_server.enqueue_tool_calls(("lookup_orders", {"customer": "C-1"}))
+    llm_server.enqueue_tool_calls(("send_note", {"text": "hi"}), ("lookup_orders", "{not json"))
+    llm_server.enqueue_answer("done")
 """
 
 from __future__ import annotations
@@ -38,6 +45,18 @@ def default_reply(body: dict, n: int) -> dict:
             {"index": 0, "message": {"role": "assistant", "content": f"echo: {last}"}, "finish_reason": "stop"}
         ],
         "usage": dict(DEFAULT_USAGE),
+    }
+
+
+def completion(message: dict, finish_reason: str, usage: dict | None = None, n: int = 0) -> dict:
+    """A chat completion with this assistant message."""
+    return {
+        "id": f"chatcmpl-scripted-{n}",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "scripted",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": dict(usage or DEFAULT_USAGE),
     }
 
 
@@ -106,6 +125,28 @@ class LLMServer:
         """Serve this next: `body` is a dict (JSON), str or bytes; None means the default reply."""
         with self._lock:
             self._queue.append({"status": status, "body": body, "headers": dict(headers or {}), "delay": delay})
+
+    def enqueue_tool_calls(self, *calls: tuple[str, Any], usage: dict | None = None) -> None:
+        """One turn in which the model calls these tools: (name, arguments), arguments a dict (sent as
+        JSON) or a string (sent as is: malformed JSON, say). Call ids are ``call_<turn>_<i>``."""
+        with self._lock:
+            turn = len(self._queue) + len(self.requests) + 1
+        tool_calls = [
+            {
+                "id": f"call_{turn}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(calls, 1)
+        ]
+        message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
+        self.enqueue(200, completion(message, "tool_calls", usage, turn))
+
+    def enqueue_answer(self, text: str, usage: dict | None = None) -> None:
+        """One turn in which the model answers `text`."""
+        with self._lock:
+            turn = len(self._queue) + len(self.requests) + 1
+        self.enqueue(200, completion({"role": "assistant", "content": text}, "stop", usage, turn))
 
     def start(self) -> LLMServer:
         self._thread.start()

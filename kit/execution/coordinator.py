@@ -46,6 +46,7 @@ from kit.spec import contracts
 from kit.spec.manifest import Workflow
 from kit.spec.policy import REDACTED, Redactor, parse_duration, principal_problem
 from kit.spec.project import Project
+from kit.spec.tools import kernel_tools, missing_for_tools
 
 DONE_OK = DONE_STEP_STATUSES
 RESUMABLE = ("failed", "running", "waiting", "cancelled")
@@ -174,18 +175,27 @@ class Coordinator:
 
     def check_entitlements(self, workflow: Workflow, principal: str, steps: list[str] | None = None) -> None:
         """Deny by default: the steps' `requires` against the principal's roles; a denial is audited."""
-        denied = []
+        denied, tools_denied = [], {}
         for sid in steps if steps is not None else workflow.order:
             missing = self.access.missing(principal, workflow.steps[sid].spec.requires)
             if missing:
                 denied.append((sid, missing))
-        if not denied:
+            # the tools a step lets a model call are checked like the step's own `requires`
+            if by_tool := missing_for_tools(workflow.steps[sid], lambda r: self.access.missing(principal, r)):
+                tools_denied[sid] = by_tool
+        if not denied and not tools_denied:
             return
-        self.ledger.audit(
-            AuditEvent(principal, "run.denied", workflow.name, {"steps": {sid: missing for sid, missing in denied}})
-        )
+        detail: dict[str, Any] = {"steps": {sid: missing for sid, missing in denied}}
+        if tools_denied:
+            detail["tools"] = tools_denied
+        self.ledger.audit(AuditEvent(principal, "run.denied", workflow.name, detail))
         roles = ", ".join(sorted(self.access.roles_of(principal))) or "no roles"
         lines = [f"step {sid!r} requires {', '.join(missing)}" for sid, missing in denied]
+        lines += [
+            f"step {sid!r} lists tool {tool!r}, which requires {', '.join(missing)}"
+            for sid, by_tool in tools_denied.items()
+            for tool, missing in by_tool.items()
+        ]
         raise PermissionDenied(f"{principal!r} ({roles}) may not run {workflow.name}: " + "; ".join(lines))
 
     def _compose(
@@ -654,7 +664,11 @@ class Coordinator:
             objects=str(self.store.root),
             engine=state.engine,
             timeout=step.spec.timeout,
-            env={**state.env_of(step), "KIT_IDEMPOTENCY_KEY": idempotency_key(state.run_id, sid)},
+            env={
+                **state.env_of(step),
+                "KIT_IDEMPOTENCY_KEY": idempotency_key(state.run_id, sid),
+                **kernel_tools(step, step.notebook.parent),
+            },
             redact=list(state.workflow.spec.policy.redact),
             secret_values=sorted(state.redactor.secrets),
             summary=self._summary(state, sid, parameters),
@@ -742,6 +756,7 @@ class Coordinator:
                 "env": state.env,
                 "engine": state.engine,
                 "kernel_env": {k: v for k, v in state.env_of(step).items() if k != "KIT_LLM_RECORDINGS"},
+                **({"tools": kernel_tools(step, base)} if step.tools else {}),
             }
         )
 

@@ -40,6 +40,9 @@ out of them; ``None`` values dropped) and keyed by the sha256 of its RFC 8785 JS
 The API key is only ever an HTTP header: it never enters a request, a recording, a
 span or the spool.
 
+``kit.llm.agent(messages, tools=[...], max_turns=N, budget={"tokens": T})`` is the bounded
+tool-calling loop of `kit.kernel.agent`: each of its model turns is a call made here.
+
 Providers are in `kit.kernel.providers` (``openai``, ``fake`` and plugins of the
 entry point group ``kit.llm_providers``).
 
@@ -62,6 +65,7 @@ from kit.kernel.recordings import RecordingError, canonical_request, load_record
 __all__ = [
     "LLMError",
     "ReplayMiss",
+    "agent",
     "chat",
     "complete",
     "register_provider",
@@ -209,6 +213,22 @@ def chat(messages: Any, model: str | None = None, **params: Any) -> str:
 
 def complete(messages: Any, model: str | None = None, **params: Any) -> dict:
     """One chat completion; the whole OpenAI-shaped response (for tool calls, several choices, ...)."""
+    return call_model(messages, model, params)[0]
+
+
+def agent(messages: Any, tools: Any = (), **options: Any):
+    """A bounded tool-calling loop: the model calls the step's tools until it answers or a limit is
+    reached (`kit.kernel.agent.agent`; returns an `AgentResult`)."""
+    from kit.kernel.agent import agent as run_agent
+
+    return run_agent(messages, tools, **options)
+
+
+def call_model(
+    messages: Any, model: str | None, params: dict[str, Any], extra: dict[str, Any] | None = None
+) -> tuple[dict, str]:
+    """One chat completion, spooled and spanned like every call: the response and the request's key.
+    `extra`: more attributes for its span (an agent's turn)."""
     config = load_config()
     mode = _mode()
     provider = str(config["provider"])
@@ -234,7 +254,7 @@ def complete(messages: Any, model: str | None = None, **params: Any) -> dict:
         attrs["gen_ai.request.stop_sequences"] = stop if isinstance(stop, list) else [stop]
     if provider == "openai":
         attrs.update(_server_attributes(config))
-    attrs.update({"kit.llm.call_id": call_id, "kit.llm.key": key, "kit.llm.mode": mode})
+    attrs.update({"kit.llm.call_id": call_id, "kit.llm.key": key, "kit.llm.mode": mode, **(extra or {})})
 
     with api.span("chat", kind="llm", **attrs) as span_attrs:
         t0 = time.perf_counter()
@@ -264,7 +284,7 @@ def complete(messages: Any, model: str | None = None, **params: Any) -> dict:
                 "usage": usage,
             },
         )
-    return response
+    return response, key
 
 
 def response_text(response: dict) -> str:

@@ -98,10 +98,67 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _scripted(request: dict, config: dict) -> dict | None:
+    """The scripted message for an agent's turn (a request with ``tools``), or None.
+
+    ``script`` in the model config is a list of turns, served by the number of assistant messages
+    the request already holds (turn 1 is ``script[0]``): ``{tool_calls: [{name, arguments}]}``
+    (``arguments`` a mapping, or a string sent as is, e.g. to script malformed JSON; an optional
+    ``id``), or ``{content: TEXT}`` (the answer). Past the script's end the fake answers as usual.
+    """
+    script = config.get("script")
+    if not request.get("tools") or not isinstance(script, list):
+        return None
+    turn = sum(1 for m in request["messages"] if m.get("role") == "assistant")
+    if turn >= len(script):
+        return None
+    entry = script[turn]
+    if not isinstance(entry, dict) or not ("tool_calls" in entry or "content" in entry):
+        raise LLMError(f"kit.llm: provider fake: script[{turn}] must be {{tool_calls: [...]}} or {{content: TEXT}}")
+    if "tool_calls" not in entry:
+        return {"role": "assistant", "content": str(entry["content"])}
+    calls = []
+    for index, call in enumerate(entry["tool_calls"] or []):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise LLMError(f"kit.llm: provider fake: script[{turn}].tool_calls[{index}] needs a `name`")
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, sort_keys=True)
+        calls.append(
+            {
+                "id": str(call.get("id") or f"call_{turn + 1}_{index + 1}"),
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments},
+            }
+        )
+    return {"role": "assistant", "content": entry.get("content"), "tool_calls": calls}
+
+
 def fake_provider(request: dict, config: dict) -> dict:
     """Deterministic, offline: the first two sentences of the last user message
-    (cut to ``max_tokens`` words when given, finish reason ``length``); usage counts words."""
+    (cut to ``max_tokens`` words when given, finish reason ``length``); usage counts words.
+    An agent's turns can be scripted, tool calls included (`_scripted`)."""
     import re
+
+    prompt_tokens = sum(_words(content_text(m.get("content"))) for m in request["messages"])
+    message = _scripted(request, config)
+    if message is not None:
+        calls = message.get("tool_calls") or []
+        completion_tokens = _words(content_text(message.get("content"))) + sum(
+            _words(c["function"]["arguments"]) + 1 for c in calls
+        )
+        return {
+            "id": "fake-" + request_key(request)[:24],
+            "object": "chat.completion",
+            "created": 0,
+            "model": request["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
 
     text = " ".join(_last_user_text(request["messages"]).split())
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
@@ -111,7 +168,6 @@ def fake_provider(request: dict, config: dict) -> dict:
     if isinstance(limit, int) and limit >= 0 and _words(reply) > limit:
         reply = " ".join(reply.split()[:limit])
         finish = "length"
-    prompt_tokens = sum(_words(content_text(m.get("content"))) for m in request["messages"])
     completion_tokens = _words(reply)
     return {
         "id": "fake-" + request_key(request)[:24],

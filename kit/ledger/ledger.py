@@ -294,9 +294,10 @@ class Ledger:
         return self.db.read(sql, args + [int(limit)])
 
     def llm_call_refs(self, run_id: str) -> list[str]:
-        """The artifact references of a run's LLM calls, in the order they were made."""
+        """The artifact references of a run's LLM calls (an agent's tool calls included), in the order they
+        were made."""
         rows = self.db.rows(
-            "SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE run_id = ? AND kind = 'llm' "
+            "SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE run_id = ? AND kind IN ('llm', 'tool') "
             "ORDER BY started_at",
             [run_id],
         )

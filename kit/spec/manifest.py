@@ -21,6 +21,7 @@ from kit.base.yamlio import Located, load_yaml, validation_error
 from kit.errors import InvalidInput
 from kit.spec import contracts
 from kit.spec.notebooks import NotebookInfo, inspect_notebook
+from kit.spec.tools import check_tools, step_tools
 
 
 def _as_text(value: Any) -> Any:
@@ -79,6 +80,7 @@ class StepSpec(Strict):
     retries: Retries = Retries()
     timeout: float | None = Field(None, gt=0)
     cache: bool = True
+    tools: list[str] = []  # the declared tools a model may call from this step (`kit.llm.agent`)
 
 
 class Component(Strict):
@@ -97,6 +99,16 @@ class Environment(Strict):
     approval: Approval | None = None  # `kit promote --to ENV` waits for this approval (DESIGN section 12)
 
 
+class ToolSpec(Strict):
+    """A tool a model may call from an agent step: `FILE.py:FUNCTION` in the workflow's folder."""
+
+    function: str
+    requires: list[str] = []
+    effects: bool = False  # true: never executed again in replay (its recorded result is served)
+    timeout: float | None = Field(None, gt=0)
+    description: str = ""
+
+
 class Policy(Strict):
     redact: list[str] = []
     retention: dict[str, Text] = {}
@@ -113,6 +125,7 @@ class WorkflowSpec(Strict):
     environments: dict[str, Environment] = {}
     policy: Policy = Policy()
     evals: dict[str, Any] = {}
+    tools: dict[str, ToolSpec] = {}
 
 
 @dataclass
@@ -126,6 +139,7 @@ class Step:
     wires: dict[str, tuple[str, Any]] = field(default_factory=dict)
     home: Path | None = None  # the folder of the workflow the step comes from (a nested one's, once expanded)
     within: str | None = None  # the workflow step this step runs inside, once expanded
+    tools: dict[str, Any] = field(default_factory=dict)  # name -> kit.spec.tools.Tool, the tools it lists
 
     @property
     def is_approval(self) -> bool:
@@ -285,6 +299,7 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
             except OutsideRoot as exc:
                 problem(("environments", name, "config"), f"{exc}: a config lives in the workflow's folder")
 
+    declared_tools = check_tools(path.parent, spec, problem)
     steps: dict[str, Step] = {}
     for step_id, step_spec in spec.steps.items():
         loc = ("steps", step_id)
@@ -324,6 +339,10 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
         elif step_spec.approval is not None and (step_spec.inputs or step_spec.outputs):
             problem(loc, "an approval step has no inputs or outputs; use `after` and `approval.show`")
         steps[step_id] = Step(step_id, step_spec, notebook_path, info, home=path.parent)
+        if step_spec.tools:
+            if step_spec.notebook is None:
+                problem(loc + ("tools",), "only a notebook step can let a model use tools")
+            steps[step_id].tools = step_tools(step_id, step_spec.tools, declared_tools, set(spec.tools), problem)
 
     for step in steps.values():
         loc = ("steps", step.id)
