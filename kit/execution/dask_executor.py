@@ -58,7 +58,7 @@ from kit.base.digests import digest, sha256_bytes, sha256_file
 from kit.errors import InvalidInput, KitError
 from kit.execution.task import StepResult, StepTask
 from kit.kernel.api import ARTIFACT_PREFIX, COMPONENTS_ENV
-from kit.kernel.llm import RECORDINGS_ENV
+from kit.kernel.calls import RECORDINGS_ENV
 from kit.ledger.objects import ObjectStore, digest_of
 
 NAME = "dask"

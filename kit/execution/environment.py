@@ -38,7 +38,7 @@ def environment_config(workflow: Workflow, env: str | None) -> dict[str, Any]:
 
 def model_config(workflow: Workflow, env: str | None) -> dict[str, Any]:
     """The model component with the environment's overrides under `model:` (the default model without one)."""
-    from kit.kernel import llm
+    from kit.kernel import calls as llm
 
     config = environment_config(workflow, env)
     overrides = config.get("model") if isinstance(config.get("model"), dict) else None

@@ -77,7 +77,17 @@ from kit.execution.engines import (
 
 #: What the helper imports before it forks, besides what this module imports (IPython, papermill).
 BASE_MODULES = (
-    *("kit", "kit.kernel.api", "kit.kernel.llm", "numpy", "pandas", "pyarrow", "pyarrow.parquet", "duckdb"),
+    *(
+        "kit",
+        "kit.kernel.api",
+        "kit.kernel.llm",
+        "kit.kernel.calls",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pyarrow.parquet",
+        "duckdb",
+    ),
     *("IPython.core.logger", "bdb"),  # what the shell imports when it first runs a cell
 )
 

@@ -23,7 +23,7 @@ from kit.errors import NoSpace, is_no_space
 from kit.execution.engines import get_engine
 from kit.execution.task import OutputRecord, StepResult, StepTask
 from kit.kernel.api import OUTPUTS_DIR, SECRETS_FILE, SPANS_FILE
-from kit.kernel.llm import CALLS_FILE
+from kit.kernel.calls import CALLS_FILE
 from kit.ledger.objects import ObjectStore, ref_of
 from kit.spec import contracts
 from kit.spec.policy import Redactor

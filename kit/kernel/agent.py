@@ -55,7 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.kernel import api, llm
+from kit.kernel import api
+from kit.kernel import calls as llm
 from kit.kernel.providers import LLMError
 from kit.kernel.recordings import RecordingError, canonical_request, load_recordings, request_key
 

@@ -13,7 +13,7 @@ settings (``ctx.services["judge"]``)::
 
 The judge runs in the coordinator, in-process (no kernel). Its call goes through
 kit.llm's machinery: the model config of the workflow's ``model`` component (with
-the environment's overrides, checked by `kit.kernel.llm.check_model_config`), the
+the environment's overrides, checked by `kit.kernel.calls.check_model_config`), the
 canonical request and its key (`kit.kernel.recordings`), the provider registry
 (`kit.kernel.providers.call_provider`), and recordings for replay and record. So the judge's verdict is recorded
 like any other LLM call, in the scenario's recordings file, and a replayed
@@ -51,7 +51,7 @@ from typing import Any, NamedTuple
 
 from kit.base.display import brief, shorten
 from kit.base.values import is_dataframe, jsonable
-from kit.kernel import llm as kit_llm
+from kit.kernel import calls as kit_llm
 from kit.kernel.providers import call_provider
 from kit.kernel.recordings import (
     RecordingError,
