@@ -136,7 +136,9 @@ def test_a_non_optional_input_from_a_skipped_step_skips_the_consumer(project):
 
 
 def test_field_access_into_an_object_output_and_param_strings(project):
-    manifest = MANIFEST.replace('when: "risk.score < 0.7"', "when: \"risk.detail.level == 'low' && params.region in ['eu', 'uk']\"")
+    manifest = MANIFEST.replace(
+        'when: "risk.score < 0.7"', "when: \"risk.detail.level == 'low' && params.region in ['eu', 'uk']\""
+    )
     routed(project, manifest)
     result = project.kit("run", "wf", "-p", "amount=5000", "-p", "region=eu")
     assert result.returncode == 0, result.stderr
@@ -212,7 +214,7 @@ def test_a_step_that_is_not_upstream(project):
 
 
 def test_a_construct_outside_the_supported_subset_is_refused_by_name(project):
-    manifest = MANIFEST.replace('when: "risk.score < 0.7"', "when: \"[1, 2].exists(x, x > 1)\"")
+    manifest = MANIFEST.replace('when: "risk.score < 0.7"', 'when: "[1, 2].exists(x, x > 1)"')
     _refused(project, manifest, "steps.auto.when", "not supported", "exists")
 
 
