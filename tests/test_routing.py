@@ -5,6 +5,7 @@ Real kernels through the default engine; the bad-input checks run in-process (no
 
 from __future__ import annotations
 
+import html
 import textwrap
 
 import pytest
@@ -94,6 +95,19 @@ def test_a_small_amount_takes_the_automatic_branch(project):
     assert shown.returncode == 0, shown.stderr
     assert "when risk.score >= 0.7 && params.amount > 100 was false: risk.score=0.2, params.amount=250" in shown.stdout
     assert "upstream manual skipped" in shown.stdout
+    assert "step manual skipped by rule: when risk.score >= 0.7" in shown.stdout
+
+    # the review layer: the report and the explorer show the skip and its reason
+    report = project.kit("report", run_id, "-o", "report.html")
+    assert report.returncode == 0, report.stderr
+    page = html.unescape((project.root / "report.html").read_text())
+    assert "skipped" in page and "upstream manual skipped" in page and "params.amount=250" in page
+    from kit.review.explorer import explore
+
+    app = explore(project=project.root)
+    app.open_run(run_id)
+    static = html.unescape(app.static_html)
+    assert "skipped" in static and "upstream manual skipped" in static
 
 
 def test_a_large_amount_takes_the_manual_branch_and_a_cached_rerun_routes_the_same(project):
