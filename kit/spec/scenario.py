@@ -306,7 +306,9 @@ def _expectation(
 
 def _status_expectation(doc: Located, key: str, spec: Any, problem) -> Expectation | None:
     """``STEP: {status: skipped}`` (or succeeded, failed, approved, rejected)."""
-    form = f"expected {key}: {{status: skipped}} (a step's status) or STEP.OUTPUT: {{COMPARATOR: ...}}"
+    form = (
+        f"expected STEP.OUTPUT or STEP.OUTPUT.path with a comparator, or {key}: {{status: skipped}} for a step's status"
+    )
     if not isinstance(spec, Mapping) or set(spec) != {STATUS}:
         problem(f"{form}, got {brief(spec)}")
         return None
