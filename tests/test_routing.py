@@ -364,3 +364,23 @@ def test_resume_after_an_approval_keeps_the_recorded_skip(project):
     assert steps["manual"]["reason"].startswith("when risk.score >= 0.7 && params.amount > 100 was false")
     assert steps["notify"]["status"] == "skipped" and steps["review"]["status"] == "approved"
     assert project.sql(f"select status from runs where run_id = '{run_id}'")[0]["status"] == "succeeded"
+
+
+def test_a_when_that_cannot_be_evaluated_fails_the_step(project):
+    project.notebook("a.ipynb", "x: int = 0", "import kit\nkit.output('info', {})")
+    project.notebook("b.ipynb", "x: int = 0", "import kit\nkit.output('done', True)")
+    project.manifest(
+        """
+        workflow: undecidable
+        version: 1
+        steps:
+          a: {notebook: a.ipynb, outputs: {info: object}}
+          b: {notebook: b.ipynb, when: "a.info.level == 'high'", after: [a], outputs: {done: boolean}}
+        """
+    )
+    result = project.kit("run", "wf")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "step b failed: ConditionError: when a.info.level == 'high': no such member" in result.stderr
+    (row,) = project.sql("select status, error_type, attempts from steps where step_id = 'b'")
+    assert row == {"status": "failed", "error_type": "ConditionError", "attempts": 1}
+    assert not list((project.root / ".kit" / "runs").glob("*/b.ipynb"))  # no kernel ran
