@@ -384,3 +384,47 @@ def test_a_when_that_cannot_be_evaluated_fails_the_step(project):
     (row,) = project.sql("select status, error_type, attempts from steps where step_id = 'b'")
     assert row == {"status": "failed", "error_type": "ConditionError", "attempts": 1}
     assert not list((project.root / ".kit" / "runs").glob("*/b.ipynb"))  # no kernel ran
+
+
+def test_resume_after_a_kill_keeps_the_recorded_skip(project):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    routed(project)
+    project.notebook(
+        "auto.ipynb",
+        "score: float = 0.0",
+        "import time, pathlib\npathlib.Path('started').write_text('1')\ntime.sleep(float(open('delay').read()))",
+        "import kit\nkit.output('action', f'auto@{score}')",
+    )
+    (project.root / "wf" / "delay").write_text("600")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit.cli", "run", "wf", "-p", "amount=250"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started, deadline = project.root / "wf" / "started", time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the auto step never started"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_id = project.sql("select run_id from runs")[0]["run_id"]
+    assert _steps(project, run_id)["manual"]["status"] == "skipped"  # decided and recorded before the kill
+
+    project.manifest(MANIFEST.replace('when: "risk.score >= 0.7 && params.amount > 100"', 'when: "true"'))
+    (project.root / "wf" / "delay").write_text("0")
+    resumed = project.kit("resume", run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    steps = _steps(project, run_id)
+    assert steps["auto"]["status"] == "succeeded" and steps["join"]["status"] == "succeeded"
+    assert steps["manual"]["status"] == "skipped" and steps["manual"]["attempts"] == 0
+    assert steps["manual"]["reason"].endswith("was false: risk.score=0.2, params.amount=250")
+    assert steps["notify"]["status"] == "skipped"
+    assert _final(project, run_id) == "('auto@0.2', None)"
