@@ -6,6 +6,7 @@ Real kernels through the default engine; the bad-input checks run in-process (no
 from __future__ import annotations
 
 import html
+import json
 import textwrap
 
 import pytest
@@ -309,6 +310,16 @@ def test_scenarios_expect_a_step_to_be_skipped_or_to_run(project):
     assert "step manual was expected succeeded, but it was skipped: when risk.score >= 0.7" in out
     verdicts = project.sql("select expectation, verdict, detail from comparisons where scenario_id = 'routed/wrong'")
     assert {r["expectation"]: r["verdict"] for r in verdicts} == {"auto": "fail", "manual": "fail"}
+
+    # replay: the same routing on the baseline bundle; a rule that changes is a regression
+    baseline = project.sql("select run_id from runs where scenario_id = 'routed/small'")[0]["run_id"]
+    project.manifest(MANIFEST.replace('when: "risk.score >= 0.7 && params.amount > 100"', 'when: "true"'))
+    replayed = project.kit("replay", str(good), "--baseline", baseline, "--format", "json")
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    classes = {
+        e["expectation"]: e["classification"] for e in json.loads(replayed.stdout)["scenarios"][0]["expectations"]
+    }
+    assert classes["manual"] == "regressed" and classes["auto"] == "still-passing"
 
 
 def test_a_status_expectation_on_an_unknown_step_or_status_is_refused(project):
