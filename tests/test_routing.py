@@ -439,3 +439,55 @@ def test_resume_after_a_kill_keeps_the_recorded_skip(project):
     assert steps["manual"]["reason"].endswith("was false: risk.score=0.2, params.amount=250")
     assert steps["notify"]["status"] == "skipped"
     assert _final(project, run_id) == "('auto@0.2', None)"
+
+
+# ---- the CEL subset, in-process -------------------------------------------------------------------
+
+SCOPE_PARAMS = {"amount": {"type": "number"}, "n": {"type": "integer"}, "region": {"type": "string"}}
+SCOPE_OUTPUTS = {
+    "risk": {
+        "score": "number",
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "detail": {"type": "object", "properties": {"level": {"type": "string"}}, "required": ["level", "note"]},
+        "extra": "object",
+    }
+}
+VALUES = {
+    "params": {"amount": 250, "n": 3, "region": "eu"},
+    "risk": {"score": 0.25, "tags": ["vip", "eu"], "detail": {"level": "low", "note": "x"}, "extra": {"k": 1}},
+}
+
+
+@pytest.mark.parametrize(
+    ("expression", "verdict"),
+    [
+        ("params.n > 2.5", True),  # an int meets a double: promoted
+        ("params.amount == 250", True),  # a number given as 250 is a double
+        ("params.n * 2.0 > params.amount", False),
+        ("params.n % 2 == 1 && -params.n < 0", True),
+        ("'vip' in risk.tags && size(risk.tags) == 2 && risk.tags[1] == 'eu'", True),
+        ("'k' in risk.extra && has(risk.extra.k) && !has(risk.extra.z)", True),
+        ("has(risk.detail.note) && risk.detail.level.startsWith('lo')", True),
+        ("params.region.matches('^e') ? risk.score < 0.5 : false", True),
+        ("int(params.amount) + 1 == 251 && string(params.n) == '3' && double(params.n) == 3.0", True),
+        ("risk.score >= 0.7 || params.region != 'eu'", False),
+    ],
+)
+def test_the_supported_subset_evaluates(expression, verdict):
+    from kit.spec.conditions import Scope, compile_condition
+
+    condition = compile_condition(expression, Scope("s", SCOPE_PARAMS, SCOPE_OUTPUTS, ["later"]))
+    assert condition.evaluate(VALUES)[0] is verdict
+
+
+def test_the_reason_names_every_value_the_condition_read():
+    from kit.spec.conditions import Scope, compile_condition
+
+    condition = compile_condition(
+        "risk.detail.level == 'high' || params.amount > 1000", Scope("s", SCOPE_PARAMS, SCOPE_OUTPUTS)
+    )
+    verdict, seen = condition.evaluate(VALUES)
+    assert not verdict
+    assert condition.reason(seen) == (
+        "when risk.detail.level == 'high' || params.amount > 1000 was false: risk.detail.level='low', params.amount=250"
+    )

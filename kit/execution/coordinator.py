@@ -2,6 +2,7 @@
 
 It validates every parameter and entitlement before any kernel starts, walks the
 graph in dependency order (independent steps run concurrently on the executor),
+routes by each step's `when:` (a skip is recorded, final, before the run moves on),
 feeds each step its upstream outputs, retries, reuses cached steps, stops at
 approval gates, and records all of it through the ledger's named operations: the
 only part of kit that writes a run. Each finished step is committed at once, so a

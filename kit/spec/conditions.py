@@ -242,7 +242,7 @@ class _Checker:
             if right.kind == "list":
                 item = right.item or DYN
                 if not _comparable(left, item, equality=True):
-                    raise ConditionError(f"in: cannot look for a {left.name} in a list of {item.name}")
+                    raise ConditionError(f"in: cannot look for {left.name} in a list of {item.name}")
             elif right.kind == "map":
                 if left.kind not in ("string", "dyn"):
                     raise ConditionError(f"in: an object's keys are strings, found {left.name}")
@@ -386,7 +386,7 @@ class _Checker:
                 return CelType("int")
             if t.kind not in ("string", "int", "double", "bool", "dyn") or (t.kind == "bool" and name != "string"):
                 raise ConditionError(f"{name}() cannot convert {t.name}")
-            return CelType(name if name != "string" else "string")
+            return CelType(name)
         raise ConditionError(f"the function {name}() is not supported in a when: (supported: {SUPPORTED})")
 
     def _member_dot_arg(self, node) -> CelType:
