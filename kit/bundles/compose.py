@@ -133,6 +133,10 @@ def expand(workflow: Workflow, resolved: dict[str, Any], project: Project, store
         _check_contract(step, inner, what)
         for iid in inner.order:
             inner_step = inner.steps[iid]
+            if inner_step.condition is not None:
+                raise InvalidInput(
+                    f"{what}: its step {iid} has a when:, which kit does not route inside a workflow step yet"
+                )
             nested_id = f"{sid}{SEPARATOR}{iid}"
             wires = {}
             for name, (origin, value) in inner_step.wires.items():

@@ -64,8 +64,8 @@ def show(ctx: Context, run_ref: str, fmt: str) -> None:
         click.echo(json.dumps(jsonable({"run": run_row, "steps": steps, "outputs": outputs}), indent=2))
         return
     if fmt == "csv":
-        columns = ["step_id", "status", "attempts", "duration_ms", "error_type", "error_message"]
-        emit(columns, [tuple(s[c] for c in columns) for s in steps], "csv")
+        columns = ["step_id", "status", "attempts", "duration_ms", "error_type", "error_message", "reason"]
+        emit(columns, [tuple(s.get(c) for c in columns) for s in steps], "csv")
         return
     seconds = ""
     if run_row["ended_at"] and run_row["started_at"]:
@@ -96,6 +96,8 @@ def show(ctx: Context, run_ref: str, fmt: str) -> None:
     ]
     click.echo(format_table(["step", "status", "attempts", "ms", "outputs (or why not)"], rows, max_width=90))
     for s in steps:
+        if s["status"] == "skipped" and s.get("reason"):  # whole, as the table may cut it
+            click.echo(f"\nstep {s['step_id']} skipped{' by rule' if s.get('routed') else ''}: {s['reason']}")
         if s["status"] == "failed":
             click.echo(f"\nstep {s['step_id']} failed: {s['error_type']}: {s['error_message']}")
             if s["error_cell"] is not None:

@@ -2,6 +2,7 @@
 
 It validates every parameter and entitlement before any kernel starts, walks the
 graph in dependency order (independent steps run concurrently on the executor),
+routes by each step's `when:` (a skip is recorded, final, before the run moves on),
 feeds each step its upstream outputs, retries, reuses cached steps, stops at
 approval gates, and records all of it through the ledger's named operations: the
 only part of kit that writes a run. Each finished step is committed at once, so a
@@ -43,6 +44,7 @@ from kit.ledger.driver import RunDriver
 from kit.ledger.ledger import DONE_STEP_STATUSES, Ledger
 from kit.ledger.objects import MissingObject, ObjectStore, ref_of
 from kit.spec import contracts
+from kit.spec.conditions import ConditionFailed, render
 from kit.spec.manifest import Workflow
 from kit.spec.policy import REDACTED, Redactor, parse_duration, principal_problem
 from kit.spec.project import Project
@@ -83,6 +85,7 @@ class RunOutcome:
     bundle_id: str = ""
     values: dict[str, Any] = field(default_factory=dict)  # "STEP.OUTPUT" -> JSON value or artifact ref
     waiting: list[str] = field(default_factory=list)  # approval steps waiting for a decision
+    reasons: dict[str, str] = field(default_factory=dict)  # step skipped by a `when:` rule -> why
     redactor: Redactor | None = None  # what the run keeps secret, for whoever reports on it
     workflow: Workflow | None = None
 
@@ -120,6 +123,8 @@ class _RunState:
     nested_env: dict[Any, dict[str, str]] = field(default_factory=dict)
     nested_lock: dict[Any, dict[str, Any]] = field(default_factory=dict)
     step_spans: dict[str, str] = field(default_factory=dict)  # a workflow step -> its span (its inner steps' parent)
+    #: steps skipped by a `when:` rule, theirs or their upstreams': final (resume keeps them) -> why
+    routed: dict[str, str] = field(default_factory=dict)
 
     def env_of(self, step) -> dict[str, str]:
         return self.nested_env.get(step.home, self.task_env)
@@ -393,11 +398,14 @@ class Coordinator:
         )
         defined, workflow = workflow, expanded.workflow
         steps = {s["step_id"]: s for s in self.ledger.steps(run_id)}
-        statuses = {}
+        statuses, routed = {}, {}
         for sid in workflow.order:
-            status = steps.get(sid, {}).get("status", "pending")
-            statuses[sid] = status if status in DONE_OK else "pending"
-        remaining = [sid for sid in workflow.order if statuses[sid] not in DONE_OK]
+            row = steps.get(sid, {})
+            status = row.get("status", "pending")
+            if status == "skipped" and row.get("routed"):  # a recorded routing decision stands
+                routed[sid] = row.get("reason") or ""
+            statuses[sid] = status if status in DONE_OK or sid in routed else "pending"
+        remaining = [sid for sid in workflow.order if statuses[sid] not in DONE_OK and sid not in routed]
         self.check_entitlements(workflow, principal, remaining)  # resume acts as someone
 
         t0 = time.perf_counter()
@@ -444,6 +452,7 @@ class Coordinator:
             scenario=run["scenario_id"] is not None,
             nested_env=nested_env,
             nested_lock=nested_lock,
+            routed=routed,
         )
         outcome = self._execute(state)
         outcome.seconds = time.perf_counter() - t0
@@ -540,8 +549,29 @@ class Coordinator:
         step = state.workflow.steps[sid]
         if state.statuses[sid] in DONE_OK:
             return state.statuses[sid]
-        if any(state.statuses[d] not in DONE_OK for d in step.depends_on):
+        if sid in state.routed:  # decided before (a resumed run): the decision stands
+            progress.advance(f"{sid}: skipped")
+            return "skipped"
+        if any(state.statuses[d] not in DONE_OK and d not in state.routed for d in step.depends_on):
             return self._set_status(state, sid, "skipped", progress)
+        try:
+            reason = self._route(state, sid)
+        except ConditionFailed as exc:
+            moment = utcnow()
+            result = StepResult(
+                step_id=sid,
+                attempt=state.attempts.get(sid, 0) + 1,
+                status="failed",
+                started_at=moment,
+                ended_at=moment,
+                duration_ms=0.0,
+                error_type="ConditionError",
+                error_message=str(exc),
+            )
+            self._finish(state, result, failures, progress)
+            return "failed"
+        if reason is not None:
+            return self._skip(state, sid, reason, progress)
         if step.is_approval:
             return self._gate(state, sid, waiting, progress)
         if step.is_workflow:
@@ -560,6 +590,52 @@ class Coordinator:
         )
         running[executor.submit(task)] = task
         return "running"
+
+    # ---- routing -----------------------------------------------------------
+
+    def _route(self, state: _RunState, sid: str) -> str | None:
+        """Why a ready step is skipped by routing, or None when it runs. The rule, in order:
+        every step it depends on was skipped by a rule; an input that is not `optional` comes from a
+        skipped step; its `when:` reads a skipped step; its `when:` is false. ConditionFailed when the
+        `when:` cannot be evaluated on the values it met."""
+        step = state.workflow.steps[sid]
+        skipped = [d for d in state.workflow.order if d in step.depends_on and d in state.routed]
+        if skipped and len(skipped) == len(step.depends_on):
+            return f"upstream {skipped[0]} skipped" if len(skipped) == 1 else f"upstreams {', '.join(skipped)} skipped"
+        for name, (origin, what) in step.wires.items():
+            if origin in state.routed and name not in step.optional:
+                return f"input {name} needs {origin}.{what}, and {origin} was skipped"
+        condition = step.condition
+        if condition is None:
+            return None
+        for upstream in condition.steps:
+            if upstream in state.routed:
+                return f"when {condition.text} reads {upstream}, and {upstream} was skipped"
+        names: dict[str, Any] = {"params": state.params}
+        for upstream in condition.steps:
+            outputs = state.workflow.steps[upstream].spec.outputs
+            names[upstream] = {o: state.values[(upstream, o)] for o in outputs if (upstream, o) in state.values}
+        verdict, seen = condition.evaluate(names)
+        if verdict:
+            return None
+        redactor = state.redactor
+
+        def shown(name: str, value: Any) -> str:
+            hidden = any(redactor.matches(part) for part in name.split("."))
+            return REDACTED if hidden else render(redactor.value(value))
+
+        return redactor.text(condition.reason(seen, shown)) or ""
+
+    def _skip(self, state: _RunState, sid: str, reason: str, progress: Progress) -> str:
+        """A step skipped by routing: recorded (final, `routed`) before the run moves on."""
+        state.statuses[sid] = "skipped"
+        state.routed[sid] = reason
+        moment = utcnow()
+        self.ledger.update_step(
+            state.run_id, sid, status="skipped", reason=reason, routed=True, started_at=moment, ended_at=moment
+        )
+        progress.advance(f"{sid}: skipped")
+        return "skipped"
 
     def _gather(self, state: _RunState, sid: str, failures: list[StepResult], progress: Progress) -> str:
         """A workflow step whose inner steps are done: its outputs are theirs of the same names, checked
@@ -630,9 +706,11 @@ class Coordinator:
                 value = state.params[name]
             elif origin == "":  # a fixed value: an inner workflow's own default
                 value = name
+            elif origin in state.routed:  # an optional input whose step was skipped (`_route`)
+                value = None
             else:
                 value = state.values[(origin, name)]
-            if origin not in ("params", ""):
+            if origin not in ("params", "") and origin not in state.routed:
                 problem = contracts.check_parameter(step.info.parameters[input_name].annotation, value)
                 if problem:
                     problems.append(f"input {input_name!r} from {origin}.{name}: {problem}")
@@ -689,6 +767,8 @@ class Coordinator:
                 came = "the inner workflow's default"
             else:
                 came = f"output `{what}` of step `{origin}`"
+                if origin in state.routed:
+                    came += " (that step was skipped: the input is optional)"
                 if isinstance(value, str) and value.startswith("artifact:"):
                     came += f" (artifact `{value.split(':')[-1][:16]}…`)"
             shown = brief(value, 80).replace("|", "\\|").replace("`", "'")
@@ -952,6 +1032,7 @@ class Coordinator:
             bundle_id=state.lock["bundle_id"],
             waiting=waiting,
             values={f"{sid}.{name}": value for (sid, name), value in state.values.items()},
+            reasons=dict(state.routed),
             redactor=state.redactor,
             workflow=state.workflow,
         )

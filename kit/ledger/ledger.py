@@ -38,6 +38,7 @@ _STEP_FIELDS = (
     "traceback",
     "deadline",
     "reason",
+    "routed",
 )
 
 

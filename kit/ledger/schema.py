@@ -97,6 +97,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE runs ADD COLUMN executor VARCHAR;
         """,
     ),
+    (
+        8,
+        """
+        -- a step skipped by a `when:` rule (its own, or its upstreams'): the decision is final, resume keeps it;
+        -- the reason column says why (the expression and the values it saw)
+        ALTER TABLE steps ADD COLUMN routed BOOLEAN;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

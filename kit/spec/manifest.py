@@ -20,6 +20,7 @@ from kit.base.values import describe, json_problem
 from kit.base.yamlio import Located, load_yaml, validation_error
 from kit.errors import InvalidInput
 from kit.spec import contracts
+from kit.spec.conditions import Condition, ConditionError, Scope, compile_condition
 from kit.spec.notebooks import NotebookInfo, inspect_notebook
 from kit.spec.tools import check_tools, step_tools
 
@@ -81,6 +82,7 @@ class StepSpec(Strict):
     timeout: float | None = Field(None, gt=0)
     cache: bool = True
     tools: list[str] = []  # the declared tools a model may call from this step (`kit.llm.agent`)
+    when: str | None = None  # a CEL condition over params and upstream outputs (kit.spec.conditions)
 
 
 class Component(Strict):
@@ -140,6 +142,8 @@ class Step:
     home: Path | None = None  # the folder of the workflow the step comes from (a nested one's, once expanded)
     within: str | None = None  # the workflow step this step runs inside, once expanded
     tools: dict[str, Any] = field(default_factory=dict)  # name -> kit.spec.tools.Tool, the tools it lists
+    optional: set[str] = field(default_factory=set)  # inputs that arrive as None when their step was skipped
+    condition: Condition | None = None  # its `when:`, checked
 
     @property
     def is_approval(self) -> bool:
@@ -226,6 +230,29 @@ def parse_wire(source: Any) -> tuple[str, str] | None:
     if len(parts) != 2 or not all(p.isidentifier() for p in parts):
         return None
     return parts[0], parts[1]
+
+
+INPUT_FORM = "an input is params.NAME, STEP.OUTPUT or {from: STEP.OUTPUT, optional: true}"
+
+
+def _input_source(source: Any, problem, iloc: tuple) -> tuple[Any, bool] | None:
+    """An input as written: `STEP.OUTPUT`, or `{from: STEP.OUTPUT, optional: true}`; (source, optional),
+    or None after saying what is wrong."""
+    if not isinstance(source, dict):
+        return source, False
+    ok = True
+    for key in source:
+        if key not in ("from", "optional"):
+            problem(iloc + (key,), f"unknown key ({INPUT_FORM})")
+            ok = False
+    if "from" not in source:
+        problem(iloc, f"`from` is missing ({INPUT_FORM})")
+        ok = False
+    optional = source.get("optional", False)
+    if not isinstance(optional, bool):
+        problem(iloc + ("optional",), f"expected true or false, found {describe(optional)}: {optional!r}")
+        ok = False
+    return (source.get("from"), optional) if ok else None
 
 
 def _identifier_problem(name: Any, what: str) -> str | None:
@@ -351,10 +378,33 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
             if p := _identifier_problem(input_name, "input name"):
                 problem(iloc, p)
                 continue
+            written = _input_source(source, problem, iloc)
+            if written is None:
+                continue
+            source, optional = written
             wire = parse_wire(source)
             if wire is None:
                 problem(iloc, f"expected params.NAME or STEP.OUTPUT, found {source!r}")
                 continue
+            if optional:
+                oloc = iloc + ("optional",)
+                if wire[0] == "params":
+                    problem(oloc, "a parameter is always there: optional applies to STEP.OUTPUT inputs")
+                    continue
+                if step.info is None:
+                    problem(oloc, "optional inputs are for notebook steps")
+                    continue
+                param = step.info.parameters.get(input_name)
+                admits = contracts.annotation_types(param.annotation) if param is not None else None
+                if admits is not None and "null" not in admits:
+                    problem(
+                        oloc,
+                        f"{step.notebook.name} annotates {input_name}: {param.annotation}, which does not admit None "
+                        f"(an optional input arrives as None when its step was skipped: annotate it "
+                        f"{param.annotation} | None)",
+                    )
+                    continue
+                step.optional.add(input_name)
             param = step.info.parameters.get(input_name) if step.info else None
             if step.info is not None and param is None:
                 known = ", ".join(step.info.parameters) or "none"
@@ -418,6 +468,44 @@ def _check(path: Path, doc: Located, spec: WorkflowSpec) -> Workflow:
             cycle = exc.args[1]
             problem(("steps", cycle[0]), "the steps form a cycle: " + " -> ".join(cycle))
 
+    if not problems:
+        _check_conditions(spec, steps, order, problem)
     if problems:
         raise InvalidInput("\n".join(problems))
     return Workflow(path=path, spec=spec, steps=steps, order=order, warnings=warnings, doc=doc)
+
+
+def _check_conditions(spec: WorkflowSpec, steps: dict[str, Step], order: list[str], problem) -> None:
+    """Each `when:` parsed and type-checked against the declared types of the parameters and of the
+    outputs of the steps upstream of it (kit.spec.conditions)."""
+    upstream: dict[str, set[str]] = {}
+    for sid in order:  # dependencies first: each step's upstream is its dependencies' and theirs
+        upstream[sid] = set().union(*(upstream[d] | {d} for d in steps[sid].depends_on))
+    params = {name: _param_type(p) for name, p in spec.params.items()}
+    for sid in order:
+        step = steps[sid]
+        if step.spec.when is None:
+            continue
+        loc = ("steps", sid, "when")
+        if step.is_workflow:
+            problem(loc, "a workflow step cannot carry when: (its inner steps run before it); put it on the steps")
+            continue
+        scope = Scope(
+            step=sid,
+            params=params,
+            upstream={u: dict(steps[u].spec.outputs) for u in order if u in upstream[sid]},
+            others=[o for o in order if o not in upstream[sid]],
+        )
+        try:
+            step.condition = compile_condition(step.spec.when, scope)
+        except ConditionError as exc:
+            problem(loc, f"{exc} (in {step.spec.when!r})" if step.spec.when not in str(exc) else str(exc))
+
+
+def _param_type(param: ParamSpec) -> dict[str, Any] | None:
+    """A parameter's declared type as a JSON Schema fragment, for conditions."""
+    if param.type is not None:
+        return {"type": param.type}
+    if param.enum is not None:
+        return {"enum": param.enum}
+    return None

@@ -54,6 +54,11 @@ __all__ = [
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
+#: What `STEP: {status: ...}` may expect of a step; `succeeded` also holds for a step whose outputs were reused
+#: (`cached`): the step's work was done, by this run or an earlier one.
+EXPECTED_STATUSES = ("skipped", "succeeded", "failed", "approved", "rejected")
+STATUS = "status"  # the comparator name a step's status expectation is recorded under
+
 
 PathPart = str | int
 
@@ -85,8 +90,13 @@ class Expectation(BaseModel):
 
     @property
     def output_key(self) -> str:
-        """``STEP.OUTPUT`` without the path."""
-        return f"{self.step}.{self.output}"
+        """``STEP.OUTPUT`` without the path (``STEP`` for an expectation on the step's status)."""
+        return f"{self.step}.{self.output}" if self.output else self.step
+
+    @property
+    def on_status(self) -> bool:
+        """``STEP: {status: skipped}``: an expectation on whether the step ran, not on an output."""
+        return self.comparator == STATUS
 
 
 class Scenario(BaseModel):
@@ -152,7 +162,7 @@ class Scenario(BaseModel):
 
     def outputs_needed(self) -> list[str]:
         """The ``STEP.OUTPUT`` names the expectations read, in order, without repeats."""
-        return list(dict.fromkeys(e.output_key for e in self.expect))
+        return list(dict.fromkeys(e.output_key for e in self.expect if not e.on_status))
 
 
 class _RawScenario(BaseModel):
@@ -269,6 +279,8 @@ def _expectation(
     if not isinstance(key, str):
         problem(f"expected a key of the form STEP.OUTPUT or STEP.OUTPUT.path, got {key!r}")
         return None
+    if key.strip().isidentifier():  # a bare step: an expectation on its status
+        return _status_expectation(doc, key.strip(), spec, problem)
     try:
         step, output, parts = parse_key(key)
     except ValueError as exc:
@@ -292,6 +304,22 @@ def _expectation(
     )
 
 
+def _status_expectation(doc: Located, key: str, spec: Any, problem) -> Expectation | None:
+    """``STEP: {status: skipped}`` (or succeeded, failed, approved, rejected)."""
+    form = (
+        f"expected STEP.OUTPUT or STEP.OUTPUT.path with a comparator, or {key}: {{status: skipped}} for a step's status"
+    )
+    if not isinstance(spec, Mapping) or set(spec) != {STATUS}:
+        problem(f"{form}, got {brief(spec)}")
+        return None
+    if spec[STATUS] not in EXPECTED_STATUSES:
+        problem(f"status: expected one of {', '.join(EXPECTED_STATUSES)}, got {brief(spec[STATUS])}", STATUS)
+        return None
+    return Expectation(
+        key=key, step=key, output="", comparator=STATUS, spec=dict(spec), line=doc.line(("expect", key, STATUS))
+    )
+
+
 def validate_against(
     scenario: Scenario, workflow_steps: Mapping[str, Iterable[str]], workflow: str | None = None
 ) -> None:
@@ -310,6 +338,8 @@ def validate_against(
                 f"{scenario.where(exp)}: expect {exp.key!r}: unknown step {exp.step!r} "
                 f"(steps: {', '.join(sorted(steps)) or 'none'})"
             )
+        elif exp.on_status:
+            continue
         elif exp.output not in steps[exp.step]:
             outs = ", ".join(sorted(steps[exp.step])) or "none"
             problems.append(

@@ -161,12 +161,17 @@ class ScenarioRunner:
         failed_steps = {f.step_id: f for f in outcome.failures}
         redactor = outcome.redactor
         for expectation in scenario.expect:
-            check = evaluate(expectation, outcome.values, ctx)
+            if expectation.on_status:
+                check = status_check(expectation, outcome)
+            else:
+                check = evaluate(expectation, outcome.values, ctx)
             failure = failed_steps.get(expectation.step)
-            if failure and expectation.output_key not in outcome.values:
+            if expectation.on_status:
+                pass
+            elif failure and expectation.output_key not in outcome.values:
                 check.detail += f" (step {expectation.step} failed: {failure.error_type}: {failure.error_message})"
             elif expectation.output_key not in outcome.values and outcome.steps.get(expectation.step) == "skipped":
-                why = (
+                why = outcome.reasons.get(expectation.step) or (
                     "an upstream step failed"
                     if failed_steps
                     else "it comes after an approval gate; scenario runs stop there unless `approve:` decides it"
@@ -231,6 +236,40 @@ class ScenarioRunner:
             for e, o in result.checks
         ]
         self.coordinator.ledger.record_comparisons(rows)
+
+
+_DID = {
+    "succeeded": "it succeeded",
+    "cached": "it succeeded (its outputs reused)",
+    "failed": "it failed",
+    "skipped": "it was skipped",
+    "approved": "it was approved",
+    "rejected": "it was rejected",
+    "waiting": "it is waiting for approval",
+    "cancelled": "it was cancelled",
+    "pending": "it never started",
+    "running": "it never finished",
+}
+
+
+def status_check(expectation: Expectation, outcome) -> Outcome:
+    """`STEP: {status: skipped}` against what the step did in the run (`succeeded` holds for `cached` too)."""
+    expected = expectation.spec["status"]
+    actual = outcome.steps.get(expectation.step, "pending")
+    holds = actual == expected or (expected == "succeeded" and actual == "cached")
+    if holds:
+        return Outcome("pass", f"step {expectation.step} {actual}", expected=expected, actual=actual)
+    did = _DID.get(actual, f"it ended {actual}")
+    if actual == "skipped":
+        failed = {f.step_id for f in outcome.failures}
+        why = outcome.reasons.get(expectation.step) or ("an upstream step failed" if failed else "")
+        did += f": {why}" if why else ""
+    elif actual == "failed":
+        failure = next((f for f in outcome.failures if f.step_id == expectation.step), None)
+        did += f": {failure.error_type}: {failure.error_message}" if failure else ""
+    return Outcome(
+        "fail", f"step {expectation.step} was expected {expected}, but {did}", expected=expected, actual=actual
+    )
 
 
 def select_scenarios(paths: Iterable[Path], tags: Iterable[str] = (), workflow: str | None = None) -> list[Path]:
