@@ -34,15 +34,19 @@ def test_the_example_runs_through_its_approval_and_records_every_declared_output
         for s in casework.sql(f"select step_id, status, attempts, duration_ms from steps where run_id = '{run_id}'")
     }
     assert set(steps) == set(workflow.steps)
+    routed_away = {"draft_note"}  # a billing case: the agent step's when: rule is false
     assert {sid: s["status"] for sid, s in steps.items()} == {
-        sid: ("approved" if step.is_approval else "succeeded") for sid, step in workflow.steps.items()
+        sid: ("approved" if step.is_approval else "skipped" if sid in routed_away else "succeeded")
+        for sid, step in workflow.steps.items()
     }
-    assert all(s["attempts"] == 1 for sid, s in steps.items() if not workflow.steps[sid].is_approval)
+    assert all(s["attempts"] == 1 for sid, s in steps.items() if sid not in routed_away | {"review"})
 
     recorded = {
         (o["step_id"], o["name"]): o["type"] for o in casework.sql(f"select * from outputs where run_id = '{run_id}'")
     }
-    declared = {(sid, name) for sid, step in workflow.steps.items() for name in step.spec.outputs}
+    declared = {
+        (sid, name) for sid, step in workflow.steps.items() for name in step.spec.outputs if sid != "draft_note"
+    }
     assert set(recorded) == declared
     assert "table" in recorded.values() and "schema" in recorded.values()
 
@@ -97,7 +101,7 @@ def test_a_finished_run_counts_its_approved_gate_as_done(casework):
     assert casework.kit("resume", run_id).returncode == 0
     listed = casework.kit("runs", "--format", "json")
     (row,) = [r for r in __import__("json").loads(listed.stdout) if r["run_id"] == run_id]
-    assert row["status"] == "succeeded" and row["steps"] == "7/7"
+    assert row["status"] == "succeeded" and row["steps"] == "8/8"  # the step routed away counts as done
 
 
 def test_a_scenario_may_decide_its_gate_through_the_policy(tmp_path):
@@ -123,3 +127,40 @@ def test_a_scenario_may_decide_its_gate_through_the_policy(tmp_path):
     refused = casework.kit("test", str(by_starter), env={"KIT_LLM_MODE": ""})
     assert refused.returncode == 2 and "approve: review: 'alice' may not decide" in refused.stdout
     assert casework.sql("select count(*) as n from runs where status = 'running'")[0]["n"] == 0
+
+
+def test_an_account_case_skips_the_recommendation_and_a_model_drafts_the_note_with_tools(casework):
+    """The example routes by rule and has a bounded agent step (issue 13): for account cases the
+    automatic recommendation is skipped and the model investigates with the declared tools."""
+    started = casework.kit("run", "notebooks/casework", "-p", "case_id=C-1007", "--as", "alice")
+    assert started.returncode == 3, started.stderr
+    run_id = started.stdout.split()[1]
+    assert "recommend.decision: null" in started.stdout and "KB-041" in started.stdout  # what bob sees
+    assert casework.kit("approve", run_id, "review", "--as", "bob").returncode == 0
+    assert casework.kit("resume", run_id).returncode == 0
+
+    steps = {s["step_id"]: s for s in casework.sql(f"select * from steps where run_id = '{run_id}'")}
+    assert steps["recommend"]["status"] == "skipped" and steps["recommend"]["routed"]
+    assert "fetch_case.case.category='account'" in steps["recommend"]["reason"]
+    assert steps["draft_note"]["status"] == steps["register_case"]["status"] == "succeeded"
+    shown = casework.kit("show", run_id).stdout
+    assert 'step recommend skipped by rule: when fetch_case.case.category != "account" was false' in shown
+
+    spans = casework.sql(f"select name, kind from spans where run_id = '{run_id}' and step_id = 'draft_note'")
+    assert sorted(s["name"] for s in spans if s["kind"] == "tool") == ["lookup_orders", "search_kb"]
+    assert [s["kind"] for s in spans].count("llm") == 2 and {"kind": "agent", "name": "agent"} in spans
+    values = {o["name"]: o["value"] for o in casework.sql(f"select name, value from outputs where run_id = '{run_id}'")}
+    assert "KB-041" in values["note"] and "lookup_orders" in values["note"]
+    assert values["registration"]["action"] == "escalate_to_human" and values["registration"]["confidence"] is None
+
+
+def test_a_principal_without_a_tools_entitlement_is_refused_before_any_kernel(tmp_path):
+    project = Project(tmp_path)
+    copy_example(project.root)
+    config = project.root / "kit.yaml"
+    config.write_text(config.read_text().replace("orders:read, ", ""))
+    denied = project.kit("run", "notebooks/casework", "-p", "case_id=C-1001", "--as", "alice")
+    assert denied.returncode == 4, denied.stderr
+    assert "lookup_orders" in denied.stderr and "orders:read" in denied.stderr
+    assert project.sql("select count(*) as n from steps") == [{"n": 0}]  # no step started, no kernel
+    assert project.sql("select action from audit where action = 'run.denied'")

@@ -287,7 +287,7 @@ class Ledger:
         sql = f"""
             SELECT r.run_id, r.workflow, r.version, r.status, r.principal, r.env, r.started_at,
                    round(epoch(r.ended_at) - epoch(r.started_at), 2) AS seconds,
-                   count(s.step_id) FILTER (WHERE s.status IN ('succeeded', 'cached', 'approved')) || '/' || count(s.step_id) AS steps,
+                   count(s.step_id) FILTER (WHERE s.status IN ('succeeded', 'cached', 'approved') OR s.routed) || '/' || count(s.step_id) AS steps,
                    r.scenario_id
             FROM runs r LEFT JOIN steps s USING (run_id)
             {"WHERE " + " AND ".join(where) if where else ""}
