@@ -142,6 +142,7 @@ def test_a_run_shows_its_graph_and_timeline_and_a_click_opens_a_step_in_both(cas
         "retrieve_similar",
         "summarize",
         "recommend",
+        "draft_note",
         "review",
         "register_case",
     }
