@@ -56,7 +56,14 @@ BULK_ROWS = 500  # from here on, Arrow beats executemany by far (it costs an imp
 
 
 class _Lease:
-    """The process's write connection to one ledger file, and the file lock that goes with it."""
+    """The process's write connection to one ledger file, and the file lock that goes with it.
+
+    `guard` serializes every use of the file's connections within the process: the process's
+    threads (parallel scenarios) share one coordinator, and the cross-process file lock does
+    not exclude threads of the same process. A transaction holds it from BEGIN to COMMIT; a
+    read holds it while it opens, queries and closes its connection (DuckDB refuses a read-only
+    connection to a file the same process holds read-write, so the two must not overlap).
+    """
 
     def __init__(self) -> None:
         self.guard = threading.RLock()
@@ -64,6 +71,8 @@ class _Lease:
         self.lock = None
         self.timer: threading.Timer | None = None
         self.leased_at = 0.0
+        self.reader = None  # a read-only connection kept for a reading session (`Database.reading`)
+        self.sessions = 0  # how many reading sessions are open
 
 
 _LEASES: dict[str, _Lease] = {}
@@ -162,6 +171,7 @@ class Database:
 
         if self._lease.con is not None:
             return self._lease.con
+        self._close_reader()  # a read-only connection of this process would refuse the read-write one
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.lock_path), thread_local=False)
         try:
@@ -186,6 +196,27 @@ class Database:
         self._lease.con, self._lease.lock = con, lock
         self._lease.leased_at = time.monotonic()
         return con
+
+    def _close_reader(self) -> None:
+        if self._lease.reader is not None:
+            try:
+                self._lease.reader.close()
+            finally:
+                self._lease.reader = None
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Reads inside share one connection (the lease's, or one read-only connection opened by the
+        first of them) instead of one each: `kit show` and other commands that read a few things."""
+        with self._lease.guard:
+            self._lease.sessions += 1
+        try:
+            yield
+        finally:
+            with self._lease.guard:
+                self._lease.sessions -= 1
+                if not self._lease.sessions:
+                    self._close_reader()
 
     def release(self) -> None:
         """Close the leased connection and let other processes in."""
@@ -418,20 +449,26 @@ class Database:
 
         if settle:
             self.settle()
-        with self._lease.guard:
+        with self._lease.guard:  # held throughout: no thread of this process opens the lease meanwhile
             if self._lease.con is not None:  # this process holds the lease: read through it
                 return _fetch(self._lease.con, sql, params)
-        if not self.exists:
-            return _fetch(_empty_ledger(), sql, params)
-        con = self._connect(read_only=True, wait=self.wait)
-        try:
-            return _fetch(con, sql, params)
-        except duckdb.Error as exc:
-            if isinstance(exc, _file_faults()):
-                raise _fault(self.path, exc) from None
-            raise
-        finally:
-            con.close()
+            if not self.exists:
+                return _fetch(_empty_ledger(), sql, params)
+            con = self._lease.reader or self._connect(read_only=True, wait=self.wait)
+            keep = self._lease.sessions > 0
+            try:
+                return _fetch(con, sql, params)
+            except duckdb.Error as exc:
+                keep = False
+                if isinstance(exc, _file_faults()):
+                    raise _fault(self.path, exc) from None
+                raise
+            finally:
+                if keep:
+                    self._lease.reader = con
+                else:
+                    con.close()
+                    self._lease.reader = None
 
     def rows(self, sql: str, params: list | None = None, settle: bool = True) -> list[dict[str, Any]]:
         columns, rows = self.read(sql, params, settle=settle)
