@@ -304,7 +304,8 @@ class Coordinator:
                 "lock": lock,
                 "created_at": utcnow(),
             }
-            self.ledger.start_run(
+            pending = self.ledger.batch()  # committed with the first step's start (or, all cached, the run's end)
+            pending.start_run(
                 bundle_row,
                 run_row,
                 step_rows,
@@ -338,6 +339,7 @@ class Coordinator:
                 approvals=dict(request.approvals),
                 nested_env=nested_env,
                 nested_lock=nested_lock,
+                pending=pending,
             )
             outcome = self._execute(state)
         finally:
@@ -466,7 +468,8 @@ class Coordinator:
         running: dict[Future, StepTask] = {}
         delayed: list[tuple[float, StepTask]] = []
         run_started = utcnow()
-        state.pending = self.ledger.batch()
+        if state.pending is None:
+            state.pending = self.ledger.batch()
         try:
             while sorter.is_active():
                 self._check_cancelled()

@@ -58,6 +58,10 @@ def _update_step(run_id: str, step_id: str, fields: dict[str, Any]) -> tuple:
     )
 
 
+def _start_run(bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent) -> list:
+    return [("insert_absent", "bundles", [bundle]), ("insert", "runs", [run]), ("insert", "steps", steps), event.op()]
+
+
 def _record_step(step: dict[str, Any], spans: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> list[tuple]:
     fields = {k: v for k, v in step.items() if k not in ("run_id", "step_id")}
     return [
@@ -80,6 +84,11 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.ops)
+
+    def start_run(
+        self, bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent
+    ) -> None:
+        self.ops.extend(_start_run(bundle, run, steps, event))
 
     def update_step(self, run_id: str, step_id: str, **fields: Any) -> None:
         self.ops.append(_update_step(run_id, step_id, fields))
@@ -129,9 +138,7 @@ class Ledger:
         self, bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent
     ) -> None:
         """A new run: its bundle (once per bundle id), its row, a pending row per step, the audit entry."""
-        self.db.write(
-            ("insert_absent", "bundles", [bundle]), ("insert", "runs", [run]), ("insert", "steps", steps), event.op()
-        )
+        self.db.write(*_start_run(bundle, run, steps, event))
 
     def resume_run(self, run_id: str, pid: int, event: AuditEvent) -> None:
         self.db.write(
