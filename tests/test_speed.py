@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,39 @@ def test_scenarios_run_concurrently_on_two_workers(tmp_path):
     runs = project.ledger().rows("SELECT run_id, status, workers, engine FROM runs ORDER BY run_id")
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
     assert {r["engine"] for r in runs} == {"fork"}
+
+
+def test_ctrl_c_cancels_every_running_scenario_and_leaves_them_resumable(tmp_path):
+    project = _meeting_project(tmp_path)
+    place = tmp_path / "rendezvous"
+    for name in ("a", "b"):  # each waits (up to 60 s) for a file nobody writes yet
+        _scenario(project, name, {"me": name, "other": "go", "where": str(place)}, "meet.met: {equals: true}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit.cli", "test", "--workers", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ((place / "a").exists() and (place / "b").exists()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the two scenarios never ran at once"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "cancelled" in err
+    ledger = project.ledger()
+    runs = ledger.rows("SELECT run_id, scenario_id, status FROM runs ORDER BY scenario_id")
+    assert [(r["scenario_id"], r["status"]) for r in runs] == [("meeting/a", "cancelled"), ("meeting/b", "cancelled")]
+    steps = ledger.rows("SELECT step_id, status FROM steps ORDER BY run_id, step_id")
+    assert [s["status"] for s in steps] == ["pending", "cancelled"] * 2  # double, meet
+    (place / "go").touch()
+    for run in runs:
+        resumed = project.kit("resume", run["run_id"])
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert {r["status"] for r in project.ledger().rows("SELECT status FROM runs")} == {"succeeded"}
 
 
 def _mixed_suite(root: Path) -> Project:

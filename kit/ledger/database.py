@@ -52,7 +52,8 @@ HEAD_NAME = "audit.head"
 
 LEASE = 0.3  # seconds a write connection stays open after its last transaction
 LEASE_MAX = 1.0  # seconds it may stay open in all, however busy the run
-BULK_ROWS = 500  # from here on, Arrow beats executemany by far (it costs an import of pyarrow)
+BULK_ROWS = 500  # from here on, Arrow beats a VALUES list by far (it costs an import of pyarrow)
+VALUES_ROWS = 100  # rows in one INSERT ... VALUES statement below that
 
 
 class _Lease:
@@ -304,8 +305,13 @@ class Database:
             self._renew()
 
     def _migrate(self, con) -> None:
-        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
-        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        import duckdb
+
+        try:  # a read first: CREATE TABLE IF NOT EXISTS is a write (a commit) on every connection
+            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        except duckdb.CatalogException:
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
+            current = 0
         if current > SCHEMA_VERSION:
             raise KitError(
                 f"{self.path}: the ledger's schema is version {current}, newer than this kit "
@@ -564,9 +570,16 @@ def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = F
         return
     encoded = [_encode(r) for r in rows]
     columns = list(dict.fromkeys(k for r in encoded for k in r))
-    marks = ", ".join("?" for _ in columns)
+    marks = "(" + ", ".join("?" for _ in columns) + ")"
     names = ", ".join('"' + c + '"' for c in columns)  # quoted: a column may be a keyword ("at")
-    con.executemany(f"{verb} {table} ({names}) VALUES ({marks})", [[r.get(c) for c in columns] for r in encoded])
+    # One statement of many rows: executemany pays a statement's overhead per row (measured: 50 span rows
+    # 40 ms by executemany, 7 ms as one VALUES list; one row 2.2 ms vs 1.4 ms)
+    for start in range(0, len(encoded), VALUES_ROWS):
+        chunk = encoded[start : start + VALUES_ROWS]
+        con.execute(
+            f"{verb} {table} ({names}) VALUES {', '.join([marks] * len(chunk))}",
+            [r.get(c) for r in chunk for c in columns],
+        )
 
 
 def apply(con, ops: list[tuple], head_path: Path | None = None) -> bool:
