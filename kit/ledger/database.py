@@ -446,16 +446,27 @@ class Database:
                 )
                 said = True
 
-    def read(self, sql: str, params: list | None = None, settle: bool = True) -> tuple[list[str], list[tuple]]:
+    def read(
+        self, sql: str, params: list | None = None, settle: bool = True, lease: bool = False
+    ) -> tuple[list[str], list[tuple]]:
         """Run a read-only query; column names and rows. JSON columns come back as values.
 
         `settle` applies journaled rows first; the coordinator's reads during a run skip
-        that, so a reader holding the file never stalls it."""
+        that, so a reader holding the file never stalls it. `lease`: a writer's read (the
+        coordinator's, mid-run) takes the write connection it is about to need anyway, rather
+        than opening a read-only one for one query (≈ 40 ms); if the file is busy, it reads
+        as any reader does."""
         import duckdb
 
         if settle:
             self.settle()
         with self._lease.guard:  # held throughout: no thread of this process opens the lease meanwhile
+            if lease and self._lease.con is None:
+                try:
+                    self._open_lease(min(self.wait, 0.2))
+                    self._renew()
+                except Busy:
+                    pass
             if self._lease.con is not None:  # this process holds the lease: read through it
                 return _fetch(self._lease.con, sql, params)
             if not self.exists:
@@ -476,8 +487,10 @@ class Database:
                     con.close()
                     self._lease.reader = None
 
-    def rows(self, sql: str, params: list | None = None, settle: bool = True) -> list[dict[str, Any]]:
-        columns, rows = self.read(sql, params, settle=settle)
+    def rows(
+        self, sql: str, params: list | None = None, settle: bool = True, lease: bool = False
+    ) -> list[dict[str, Any]]:
+        columns, rows = self.read(sql, params, settle=settle, lease=lease)
         return [dict(zip(columns, row)) for row in rows]
 
     def user_query(self, sql: str) -> tuple[list[str], list[tuple]]:

@@ -318,6 +318,7 @@ class Ledger:
             "hit.origin AS hit_origin, o.* FROM hit LEFT JOIN outputs o USING (run_id, step_id) ORDER BY o.name",
             [cache_key, exclude_run],
             settle=False,
+            lease=True,  # the run writes next: a read-only connection for one query would cost more
         )
         if not rows:
             return None, []
