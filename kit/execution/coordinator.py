@@ -621,11 +621,11 @@ class Coordinator:
         A scenario run never waits: its `approve:` decides the gate through the same policy,
         or the gate and what follows it are skipped, so scenario runs do not pile up waiting."""
         approval = state.workflow.steps[sid].spec.approval
-        state.pending.commit()  # a decision meets the ledger as it is
-        decision = self.ledger.decision(state.run_id, sid, settle=False)
+        decision = self.ledger.decision(state.run_id, sid, settle=False, lease=True)
         if decision is None and state.scenario:
             if sid not in state.approvals:
                 return self._set_status(state, sid, "skipped", progress, reason=SCENARIO_GATE)
+            state.pending.commit()  # a decision meets the ledger as it is
             self.ledger.step_waiting(state.run_id, sid, None)
             self.approvals.decide(state.run_id, sid, state.approvals[sid], comment="declared by the scenario")
             decision = self.ledger.decision(state.run_id, sid)
@@ -637,6 +637,7 @@ class Coordinator:
         deadline = None
         if approval.timeout:
             deadline = (now() + timedelta(seconds=parse_duration(approval.timeout))).isoformat(sep=" ")
+        state.pending.commit()  # what came before the gate, then the gate waits: both there for `kit approve`
         self.ledger.step_waiting(state.run_id, sid, deadline)
         state.statuses[sid] = "waiting"
         waiting.append(sid)

@@ -252,12 +252,14 @@ class Ledger:
         )
         self.db.write(*ops, event.op())
 
-    def decision(self, run_id: str, step_id: str, settle: bool = True) -> dict[str, Any] | None:
-        """The decision on an approval step (there is at most one: decisions are final)."""
+    def decision(self, run_id: str, step_id: str, settle: bool = True, lease: bool = False) -> dict[str, Any] | None:
+        """The decision on an approval step (there is at most one: decisions are final). `lease`: the
+        coordinator's read, mid-run, through the write connection (`Database.read`)."""
         rows = self.db.rows(
             "SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY decided_at LIMIT 1",
             [run_id, step_id],
             settle=settle,
+            lease=lease,
         )
         return rows[0] if rows else None
 
