@@ -276,6 +276,23 @@ def test_a_cached_kit_test_imports_no_format_checker_grammar(tmp_path):
     assert {s["status"] for s in steps} <= {"cached", "skipped"}  # nothing ran: the scenario stops at the gate
 
 
+def test_kit_run_on_the_fork_engine_imports_no_format_checker_grammar(five_steps):
+    """A run that executes its steps (not cached): the coordinator imports neither the IRI grammar nor
+    papermill; the forked step processes are the zygote's, which defers the grammar itself."""
+    env = {k: v for k, v in os.environ.items() if k != "KIT_HOME"}
+    done = subprocess.run(
+        [sys.executable, "-c", WATCH_IMPORTS, "run", "wf", "--fresh", "--engine", "fork"],
+        cwd=five_steps.root,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    modules = json.loads(done.stdout.split("MODULES ", 1)[1])
+    assert not modules["rfc3987_syntax"] and not modules["lark"] and not modules["papermill"], modules
+
+
 def test_kit_show_opens_one_connection(chain, monkeypatch):
     run = chain.kit("run", "wf/workflow.yaml", "--engine", "fork")
     assert run.returncode == 0, run.stderr
