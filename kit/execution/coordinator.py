@@ -4,9 +4,12 @@ It validates every parameter and entitlement before any kernel starts, walks the
 graph in dependency order (independent steps run concurrently on the executor),
 feeds each step its upstream outputs, retries, reuses cached steps, stops at
 approval gates, and records all of it through the ledger's named operations: the
-only part of kit that writes a run. Each finished step is committed at once, so a
-killed coordinator loses nothing that had completed, and `resume` continues from
-the ledger. One process drives a run at a time (`kit.ledger.driver`); Ctrl-C or
+only part of kit that writes a run. A step's writes (its result, spans and outputs, and
+the start of the steps that follow it) are gathered in a `Batch` and committed in one
+transaction before the coordinator waits again (the run's start joins the first, its end
+the last), so a killed coordinator loses nothing that had completed, and `resume`
+continues from the ledger. Several runs may be driven at once from threads of one
+process (a suite's scenarios): `cancelled` stops them all from another thread. One process drives a run at a time (`kit.ledger.driver`); Ctrl-C or
 SIGTERM ends it `cancelled`, resumable; a full disk fails the step `NoSpace`.
 """
 

@@ -18,7 +18,7 @@ from kit.base.display import brief
 from kit.base.values import jsonable
 from kit.bundles.refs import baseline_workflow
 from kit.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, KitError
-from kit.verification.suite import ScenarioResult, ScenarioRunner
+from kit.verification.suite import ScenarioResult, ScenarioRunner, imports_done
 
 CLASSES = ("regressed", "fixed", "still-failing", "still-passing")
 
@@ -81,7 +81,10 @@ def replay_all(runner: ScenarioRunner, paths: list[Path], baseline_ref: str) -> 
                 )
             return baselines[workflow.name]
 
-    return runner.map(lambda path: replay_scenario(runner, path, baseline_of), paths)
+    try:
+        return runner.map(lambda path: replay_scenario(runner, path, baseline_of), paths)
+    finally:
+        imports_done()
 
 
 def replay_scenario(runner: ScenarioRunner, path: Path, baseline_of) -> ScenarioReplay:

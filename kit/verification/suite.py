@@ -286,6 +286,7 @@ class ScenarioRunner:
 
 
 _PANDAS_ONCE = threading.Lock()  # taken once, by the first scenario that needs pandas, and kept
+_PANDAS_THREADS: list[threading.Thread] = []
 
 
 def _import_pandas_meanwhile() -> None:
@@ -302,7 +303,16 @@ def _import_pandas_meanwhile() -> None:
         except ImportError:  # the comparator says so when it needs it
             pass
 
-    threading.Thread(target=load, name="kit-import-pandas", daemon=True).start()
+    thread = threading.Thread(target=load, name="kit-import-pandas", daemon=True)
+    _PANDAS_THREADS.append(thread)
+    thread.start()
+
+
+def imports_done() -> None:
+    """Let an import begun on a thread end before the suite does (an interpreter exiting mid-import
+    can fail in odd ways)."""
+    for thread in _PANDAS_THREADS:
+        thread.join()
 
 
 def select_scenarios(paths: Iterable[Path], tags: Iterable[str] = (), workflow: str | None = None) -> list[Path]:
@@ -332,6 +342,7 @@ def run_suite(runner: ScenarioRunner, paths: list[Path], progress: bool = False)
         results = runner.map(runner.run, paths, shown)
     finally:
         shown.close()
+        imports_done()
     gates: dict[str, WorkflowGate] = {}
     for result in results:
         if result.workflow is None:
