@@ -70,10 +70,37 @@ class _Lease:
         self.guard = threading.RLock()
         self.con = None
         self.lock = None
-        self.timer: threading.Timer | None = None
         self.leased_at = 0.0
+        self.expires = 0.0  # when the keeper closes the connection, unless a transaction renews it first
+        self.keeper: threading.Thread | None = None  # one thread a lease, not a Timer a transaction
+        self.renewed = threading.Condition(self.guard)
         self.reader = None  # a read-only connection kept for a reading session (`Database.reading`)
         self.sessions = 0  # how many reading sessions are open
+
+    def release(self) -> None:
+        """Close the connection and let go of the file lock (other processes' turn)."""
+        with self.guard:
+            if self.con is not None:
+                try:
+                    self.con.close()
+                finally:
+                    self.con = None
+                    self.lock.release()
+                    self.lock = None
+            self.renewed.notify_all()
+
+    def keep(self) -> None:
+        """The keeper: closes the connection once it has gone `LEASE` seconds without a transaction."""
+        with self.guard:
+            try:
+                while self.con is not None:
+                    left = self.expires - time.monotonic()
+                    if left <= 0:
+                        self.release()
+                        break
+                    self.renewed.wait(left)
+            finally:
+                self.keeper = None
 
 
 _LEASES: dict[str, _Lease] = {}
@@ -221,28 +248,18 @@ class Database:
 
     def release(self) -> None:
         """Close the leased connection and let other processes in."""
-        with self._lease.guard:
-            if self._lease.timer is not None:
-                self._lease.timer.cancel()
-                self._lease.timer = None
-            if self._lease.con is not None:
-                try:
-                    self._lease.con.close()
-                finally:
-                    self._lease.con = None
-                    self._lease.lock.release()
-                    self._lease.lock = None
+        self._lease.release()
 
     def _renew(self) -> None:
         """Keep the connection a little longer; but never past LEASE_MAX, so readers get their turn."""
-        if time.monotonic() - self._lease.leased_at > LEASE_MAX:
-            self.release()
+        lease = self._lease
+        if time.monotonic() - lease.leased_at > LEASE_MAX:
+            lease.release()
             return
-        if self._lease.timer is not None:
-            self._lease.timer.cancel()
-        self._lease.timer = threading.Timer(LEASE, self.release)
-        self._lease.timer.daemon = True
-        self._lease.timer.start()
+        lease.expires = time.monotonic() + LEASE
+        if lease.keeper is None:  # starting a thread costs 1.5-5 ms (a GIL hand-over): once a lease, not a write
+            lease.keeper = threading.Thread(target=lease.keep, name="kit-ledger-lease", daemon=True)
+            lease.keeper.start()
 
     @contextmanager
     def transaction(self, wait: float | None = None) -> Iterator[Any]:
