@@ -24,6 +24,10 @@ EXAMPLE = REPO / "notebooks" / "casework"
 SCENARIOS = REPO / "scenarios" / "casework"
 IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "workflow.lock")
 
+# `python -m kit.cli` subprocesses import the kit under test (a git worktree's), not the one the
+# virtualenv has installed in editable mode from another checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
 
 def copy_example(root: Path, scenarios: bool = False) -> None:
     """The casework example (and its project settings, and optionally its scenarios) under `root`."""

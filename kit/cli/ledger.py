@@ -55,11 +55,12 @@ def _brief(output: dict[str, Any]) -> str:
 def show(ctx: Context, run_ref: str, fmt: str) -> None:
     """Show a run: its steps, statuses, durations, outputs, and any error with its failing cell."""
     ledger = ctx.ledger
-    run_id = ledger.resolve_run(run_ref)
-    expire_overdue(ctx, run_id)
-    run_row = ledger.run(run_id)
-    steps = ledger.steps(run_id)
-    outputs = ledger.outputs(run_id)
+    with ledger.reading():  # one connection for every read (an expired approval's write closes it first)
+        run_id = ledger.resolve_run(run_ref)
+        expire_overdue(ctx, run_id)
+        run_row = ledger.run(run_id)
+        steps = ledger.steps(run_id)
+        outputs = ledger.outputs(run_id)
     if fmt == "json":
         click.echo(json.dumps(jsonable({"run": run_row, "steps": steps, "outputs": outputs}), indent=2))
         return

@@ -27,7 +27,13 @@ from kit.errors import InvalidInput, KitError
 )
 @click.option("--tag", "tags", multiple=True, help="Only scenarios with this tag (repeatable).")
 @click.option("--workflow", default=None, help="Only scenarios of this workflow.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Steps run at once within a scenario.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scenarios run at once (default: the core count), each scenario's chain as one unit; "
+    "their steps share as many step workers. Results are reported in file order.",
+)
 @ENGINE
 @EXECUTOR
 @SCHEDULER
@@ -44,7 +50,10 @@ def test_command(
     executor: str | None,
     scheduler: str | None,
 ) -> None:
-    """Run scenarios (default: every scenario under scenarios/) and gate on evals.pass_rate."""
+    """Run scenarios (default: every scenario under scenarios/) and gate on evals.pass_rate.
+
+    Scenarios run --workers at a time (default: the core count); Ctrl-C cancels them all, each run
+    left resumable."""
     from pathlib import Path
 
     from kit.verification.suite import ScenarioRunner, report_text, run_suite, select_scenarios, write_junit
@@ -84,7 +93,12 @@ def test_command(
     "--baseline", required=True, metavar="REF", help="A bundle id or prefix, NAME@VERSION, a run id, or git:REV."
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "json"]), default="table", show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scenarios replayed at once (default: the core count), each one's two runs as one unit.",
+)
 @ENGINE
 @EXECUTOR
 @SCHEDULER

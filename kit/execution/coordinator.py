@@ -5,9 +5,12 @@ graph in dependency order (independent steps run concurrently on the executor),
 routes by each step's `when:` (a skip is recorded, final, before the run moves on),
 feeds each step its upstream outputs, retries, reuses cached steps, stops at
 approval gates, and records all of it through the ledger's named operations: the
-only part of kit that writes a run. Each finished step is committed at once, so a
-killed coordinator loses nothing that had completed, and `resume` continues from
-the ledger. One process drives a run at a time (`kit.ledger.driver`); Ctrl-C or
+only part of kit that writes a run. A step's writes (its result, spans and outputs, and
+the start of the steps that follow it) are gathered in a `Batch` and committed in one
+transaction before the coordinator waits again (the run's start joins the first, its end
+the last), so a killed coordinator loses nothing that had completed, and `resume`
+continues from the ledger. Several runs may be driven at once from threads of one
+process (a suite's scenarios): `cancelled` stops them all from another thread. One process drives a run at a time (`kit.ledger.driver`); Ctrl-C or
 SIGTERM ends it `cancelled`, resumable; a full disk fails the step `NoSpace`.
 """
 
@@ -18,6 +21,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -41,7 +45,7 @@ from kit.execution.recorded import recorded_values
 from kit.execution.task import OutputRecord, StepResult, StepTask
 from kit.ledger.audit import AuditEvent
 from kit.ledger.driver import RunDriver
-from kit.ledger.ledger import DONE_STEP_STATUSES, Ledger
+from kit.ledger.ledger import DONE_STEP_STATUSES, Batch, Ledger
 from kit.ledger.objects import MissingObject, ObjectStore, ref_of
 from kit.spec import contracts
 from kit.spec.conditions import ConditionFailed, render
@@ -125,6 +129,8 @@ class _RunState:
     step_spans: dict[str, str] = field(default_factory=dict)  # a workflow step -> its span (its inner steps' parent)
     #: steps skipped by a `when:` rule, theirs or their upstreams': final (resume keeps them) -> why
     routed: dict[str, str] = field(default_factory=dict)
+    #: step writes not yet committed: committed together before the coordinator waits, and with the run's end
+    pending: Batch | None = None
 
     def env_of(self, step) -> dict[str, str]:
         return self.nested_env.get(step.home, self.task_env)
@@ -156,6 +162,9 @@ class Coordinator:
         self.access = project.access
         self.approvals = Approvals(project, self.ledger)
         self.progress = progress  # steps done of total on a terminal (off when a suite shows its own)
+        #: set from another thread (a suite's main thread on Ctrl-C or SIGTERM): every run of this
+        #: coordinator stops, its running steps and itself `cancelled`, resumable
+        self.cancelled = threading.Event()
 
     # ---- checks before anything runs ---------------------------------------
 
@@ -313,7 +322,8 @@ class Coordinator:
                 "lock": lock,
                 "created_at": utcnow(),
             }
-            self.ledger.start_run(
+            pending = self.ledger.batch()  # committed with the first step's start (or, all cached, the run's end)
+            pending.start_run(
                 bundle_row,
                 run_row,
                 step_rows,
@@ -347,6 +357,7 @@ class Coordinator:
                 approvals=dict(request.approvals),
                 nested_env=nested_env,
                 nested_lock=nested_lock,
+                pending=pending,
             )
             outcome = self._execute(state)
         finally:
@@ -479,8 +490,11 @@ class Coordinator:
         running: dict[Future, StepTask] = {}
         delayed: list[tuple[float, StepTask]] = []
         run_started = utcnow()
+        if state.pending is None:
+            state.pending = self.ledger.batch()
         try:
             while sorter.is_active():
+                self._check_cancelled()
                 ready = list(sorter.get_ready())
                 while ready:
                     sid = ready.pop(0)
@@ -495,7 +509,9 @@ class Coordinator:
                 if not running and not delayed:
                     break  # only waiting steps are left
                 timeout = max(0.0, min(d for d, _ in delayed) - time.monotonic()) if delayed else None
-                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                state.pending.commit()  # what ended and what started, in one transaction, before waiting
+                done, _ = self._wait(running, timeout)
+                self._check_cancelled()
                 for future in done:
                     task = running.pop(future)
                     result = future.result()
@@ -521,10 +537,27 @@ class Coordinator:
             progress.close()
         return self._close(state, run_started, failures, waiting)
 
+    def _wait(self, running: dict[Future, StepTask], timeout: float | None) -> tuple[set[Future], set[Future]]:
+        """Wait for a step to end; while this coordinator may be cancelled from another thread, in short
+        slices, so a cancellation is seen promptly."""
+        if threading.current_thread() is threading.main_thread():
+            return wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
+            done, not_done = wait(list(running), timeout=left, return_when=FIRST_COMPLETED)
+            if done or self.cancelled.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                return done, not_done
+
+    def _check_cancelled(self) -> None:
+        """A cancellation asked from another thread ends this run the way Ctrl-C does."""
+        if self.cancelled.is_set():
+            raise KeyboardInterrupt
+
     def _stop(self, state: _RunState, running: dict[Future, StepTask], status: str, reason: str) -> None:
         """Stop the running steps' kernels and what they started; end them and the run `status` (cancelled
         on Ctrl-C or SIGTERM, failed on a fault), so nothing is left `running`; `kit resume` continues."""
-        engines.cancel_running()
+        engines.cancel_running(state.run_id)  # this run's steps only: a suite's other scenarios go on
         wait(list(running), timeout=10)
         stopped = sorted(
             {t.step_id for t in running.values()} | {s for s, v in state.statuses.items() if v == "running"}
@@ -532,7 +565,7 @@ class Coordinator:
         for sid in stopped:
             state.statuses[sid] = status
         event = AuditEvent(state.principal, f"run.{status}", state.run_id, {"steps": stopped, "reason": reason})
-        self.ledger.end_run_early(state.run_id, stopped, reason, event, status=status)
+        self.ledger.end_run_early(state.run_id, stopped, reason, event, status=status, pending=state.pending)
         self.ledger.release()
 
     def _start(
@@ -585,7 +618,7 @@ class Coordinator:
             progress.advance(f"{sid}: cached")
             return "cached"
         state.statuses[sid] = "running"
-        self.ledger.update_step(
+        state.pending.update_step(
             state.run_id, sid, status="running", started_at=utcnow(), attempts=task.attempt, cache_key=key
         )
         running[executor.submit(task)] = task
@@ -627,11 +660,12 @@ class Coordinator:
         return redactor.text(condition.reason(seen, shown)) or ""
 
     def _skip(self, state: _RunState, sid: str, reason: str, progress: Progress) -> str:
-        """A step skipped by routing: recorded (final, `routed`) before the run moves on."""
+        """A step skipped by routing: recorded (final, `routed`) in the batch that holds the results it was
+        decided on, so both reach the ledger together, before the coordinator waits on anything."""
         state.statuses[sid] = "skipped"
         state.routed[sid] = reason
         moment = utcnow()
-        self.ledger.update_step(
+        state.pending.update_step(
             state.run_id, sid, status="skipped", reason=reason, routed=True, started_at=moment, ended_at=moment
         )
         progress.advance(f"{sid}: skipped")
@@ -667,7 +701,7 @@ class Coordinator:
         self, state: _RunState, sid: str, status: str, progress: Progress, reason: str | None = None
     ) -> str:
         state.statuses[sid] = status
-        self.ledger.update_step(state.run_id, sid, status=status, reason=reason)
+        state.pending.update_step(state.run_id, sid, status=status, reason=reason)
         progress.advance(f"{sid}: {status}")
         return status
 
@@ -677,10 +711,11 @@ class Coordinator:
         A scenario run never waits: its `approve:` decides the gate through the same policy,
         or the gate and what follows it are skipped, so scenario runs do not pile up waiting."""
         approval = state.workflow.steps[sid].spec.approval
-        decision = self.ledger.decision(state.run_id, sid, settle=False)
+        decision = self.ledger.decision(state.run_id, sid, settle=False, lease=True)
         if decision is None and state.scenario:
             if sid not in state.approvals:
                 return self._set_status(state, sid, "skipped", progress, reason=SCENARIO_GATE)
+            state.pending.commit()  # a decision meets the ledger as it is
             self.ledger.step_waiting(state.run_id, sid, None)
             self.approvals.decide(state.run_id, sid, state.approvals[sid], comment="declared by the scenario")
             decision = self.ledger.decision(state.run_id, sid)
@@ -692,6 +727,7 @@ class Coordinator:
         deadline = None
         if approval.timeout:
             deadline = (now() + timedelta(seconds=parse_duration(approval.timeout))).isoformat(sep=" ")
+        state.pending.commit()  # what came before the gate, then the gate waits: both there for `kit approve`
         self.ledger.step_waiting(state.run_id, sid, deadline)
         state.statuses[sid] = "waiting"
         waiting.append(sid)
@@ -806,7 +842,7 @@ class Coordinator:
         """A failed attempt that will be retried: its span and error, the step still running."""
         step, spans, outputs = self._result_rows(state, result)
         step["status"] = "running"
-        self.ledger.record_step(step, spans, outputs)
+        state.pending.record_step(step, spans, outputs)
 
     # ---- the cache ---------------------------------------------------------
 
@@ -843,11 +879,10 @@ class Coordinator:
     def _cached(self, state: _RunState, sid: str, task: StepTask, key: str) -> bool:
         """Reuse the outputs recorded under `key`, each re-checked against its object; a damaged one means
         the step runs afresh (said on stderr)."""
-        hit = self.ledger.cache_hit(key, state.run_id)
+        hit, outputs = self.ledger.cache_lookup(key, state.run_id)
         if hit is None:
             return False
         origin = hit["origin"]
-        outputs = self.ledger.outputs(hit["run_id"], hit["step_id"], settle=False)
         if {o["name"] for o in outputs} != set(task.outputs):
             return False
         if any(REDACTED in canonical_json(out["value"]) for out in outputs):
@@ -863,7 +898,7 @@ class Coordinator:
         for name, value in checked.items():
             state.values[(sid, name)] = value
         state.statuses[sid] = "cached"
-        self.ledger.record_step(
+        state.pending.record_step(
             {
                 "run_id": state.run_id,
                 "step_id": sid,
@@ -915,7 +950,7 @@ class Coordinator:
             failures.append(result)
         for warning in result.warnings:
             print(f"warning: step {sid}: {warning}", file=sys.stderr)
-        self.ledger.record_step(*self._result_rows(state, result))
+        state.pending.record_step(*self._result_rows(state, result))
         progress.advance(f"{sid}: {result.status}")
 
     def _result_rows(self, state: _RunState, result: StepResult) -> tuple[dict, list[dict], list[dict]]:
@@ -1023,6 +1058,7 @@ class Coordinator:
                 "attributes": {"params": state.redactor.named(state.params)},
             },
             AuditEvent(state.principal, f"run.{run_status}", state.run_id, {"steps": dict(statuses)}),
+            pending=state.pending,
         )
         return RunOutcome(
             run_id=state.run_id,

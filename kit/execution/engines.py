@@ -211,7 +211,8 @@ class StepCancelled(Exception):
 class RunningStep:
     """A step an engine is executing, as `cancel_running` finds it: its kernel's pid once started."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
         self.kernel_pid: int | None = None
         self.cancelled = False
 
@@ -231,9 +232,10 @@ _RUNNING_LOCK = threading.Lock()
 
 
 @contextmanager
-def running_step() -> Iterator[RunningStep]:
-    """Register, while an engine executes it, a step that `cancel_running` must be able to stop."""
-    step = RunningStep()
+def running_step(run_id: str | None = None) -> Iterator[RunningStep]:
+    """Register, while an engine executes it, a step (of run `run_id`) that `cancel_running` must be able
+    to stop."""
+    step = RunningStep(run_id)
     with _RUNNING_LOCK:
         _RUNNING.add(step)
     try:
@@ -288,16 +290,18 @@ class Watchdog:
         return f"the step ran past its timeout of {self.timeout:g}s; its {self.what} {what}"
 
 
-def cancel_running() -> None:
-    """Kill now the kernel of every step this process is executing, and every process it started.
+def cancel_running(run_id: str | None = None) -> None:
+    """Kill now the kernel of every step this process is executing (of run `run_id` only, when given: a
+    suite's other scenarios go on), and every process it started.
 
     For the coordinator's main thread on Ctrl-C or SIGTERM (DESIGN section 6): the worker
     threads waiting on those kernels return promptly, each step's outcome `CANCELLED`. A
     step whose kernel is still starting is stopped as soon as it has started.
     """
     with _RUNNING_LOCK:
-        for step in _RUNNING:
+        steps = [step for step in _RUNNING if run_id is None or step.run_id == run_id]
+        for step in steps:
             step.cancelled = True
-        pids = [step.kernel_pid for step in _RUNNING if step.kernel_pid]
+        pids = [step.kernel_pid for step in steps if step.kernel_pid]
     for pid in pids:
         kill_process_tree(pid)

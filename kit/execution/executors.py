@@ -1,11 +1,14 @@
 """Executors: where step tasks run. The coordinator submits tasks and reads results.
 
 - `LocalExecutor`: a pool of worker threads in the coordinating process; each
-  step's kernel is its own process, so threads only wait on kernels.
+  step's kernel is its own process, so threads only wait on kernels. Runs asking for
+  the same number of workers share one pool: the scenarios `kit test` runs at once
+  run at most that many steps at once in all.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -20,6 +23,7 @@ class Executor(Protocol):
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()  # runs of parallel scenarios ask for their pool at once
 
 
 class LocalExecutor:
@@ -27,9 +31,10 @@ class LocalExecutor:
 
     def __init__(self, workers: int):
         workers = max(1, workers)
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"kit-step-{workers}")
-        self.pool = _POOLS[workers]
+        with _POOLS_LOCK:
+            if workers not in _POOLS:
+                _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"kit-step-{workers}")
+            self.pool = _POOLS[workers]
 
     def submit(self, task: StepTask) -> Future:
         return self.pool.submit(execute_step, task)

@@ -331,7 +331,7 @@ def run_fork(task: StepTask) -> NotebookOutcome:
     }
     child: _Child | None = None
     failure = None
-    with running_step() as step, Watchdog(task.timeout, step, what="process") as watchdog:
+    with running_step(task.run_id) as step, Watchdog(task.timeout, step, what="process") as watchdog:
         try:
             child = _zygote_for(task.notebook).fork(request)
             if not child.forked.wait(START_TIMEOUT):

@@ -145,7 +145,7 @@ def _outcome(task: StepTask, execute: Callable[[RunningStep, Watchdog], None]) -
     import nbformat
 
     outcome = NotebookOutcome()
-    with running_step() as step, Watchdog(task.timeout, step) as watchdog:
+    with running_step(task.run_id) as step, Watchdog(task.timeout, step) as watchdog:
         try:
             execute(step, watchdog)
         except Exception as exc:  # a cell's error, or the kernel died, could not start, the notebook unwritable

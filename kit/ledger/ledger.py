@@ -59,6 +59,54 @@ def _update_step(run_id: str, step_id: str, fields: dict[str, Any]) -> tuple:
     )
 
 
+def _start_run(bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent) -> list:
+    return [("insert_absent", "bundles", [bundle]), ("insert", "runs", [run]), ("insert", "steps", steps), event.op()]
+
+
+def _record_step(step: dict[str, Any], spans: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> list[tuple]:
+    fields = {k: v for k, v in step.items() if k not in ("run_id", "step_id")}
+    return [
+        _update_step(step["run_id"], step["step_id"], fields),
+        ("insert", "spans", spans),
+        ("insert", "outputs", outputs),
+    ]
+
+
+class Batch:
+    """A run's step writes gathered to be committed together, in one transaction (`Ledger.batch`).
+
+    The coordinator records each step here as it ends or starts, and commits the batch before it
+    waits on a running step (and with the run's end), so a step's result, spans and outputs and the
+    next step's start cost one transaction, not three."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.ops: list[tuple] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def start_run(
+        self, bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent
+    ) -> None:
+        self.ops.extend(_start_run(bundle, run, steps, event))
+
+    def update_step(self, run_id: str, step_id: str, **fields: Any) -> None:
+        self.ops.append(_update_step(run_id, step_id, fields))
+
+    def record_step(self, step: dict[str, Any], spans: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        self.ops.extend(_record_step(step, spans, outputs))
+
+    def take(self) -> list[tuple]:
+        ops, self.ops = self.ops, []
+        return ops
+
+    def commit(self) -> None:
+        """Write what was gathered, in one transaction (journaled if the file stays busy)."""
+        if self.ops:
+            self.ledger.db.write(*self.take())
+
+
 class Ledger:
     """A project's ledger: named writes and reads. Cheap to make; holds no connection itself."""
 
@@ -73,6 +121,14 @@ class Ledger:
     def exists(self) -> bool:
         return self.db.exists
 
+    def reading(self):
+        """A context in which reads share one connection (`Database.reading`)."""
+        return self.db.reading()
+
+    def batch(self) -> Batch:
+        """Step writes to commit together (`Batch`)."""
+        return Batch(self)
+
     def release(self) -> None:
         """Let go of the write connection now (before other processes or connections open the file)."""
         self.db.release()
@@ -83,9 +139,7 @@ class Ledger:
         self, bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent
     ) -> None:
         """A new run: its bundle (once per bundle id), its row, a pending row per step, the audit entry."""
-        self.db.write(
-            ("insert_absent", "bundles", [bundle]), ("insert", "runs", [run]), ("insert", "steps", steps), event.op()
-        )
+        self.db.write(*_start_run(bundle, run, steps, event))
 
     def resume_run(self, run_id: str, pid: int, event: AuditEvent) -> None:
         self.db.write(
@@ -94,10 +148,18 @@ class Ledger:
         )
 
     def finish_run(
-        self, run_id: str, status: str, ended_at: str | None, run_span: dict[str, Any], event: AuditEvent
+        self,
+        run_id: str,
+        status: str,
+        ended_at: str | None,
+        run_span: dict[str, Any],
+        event: AuditEvent,
+        pending: Batch | None = None,
     ) -> None:
-        """The run's status and end (none while it waits), its run span, the audit entry."""
+        """The run's status and end (none while it waits), its run span, the audit entry; and the steps'
+        writes still `pending`, in the same transaction."""
         self.db.write(
+            *(pending.take() if pending else ()),
             ("sql", "UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?", [status, ended_at, run_id]),
             ("insert", "spans", [run_span]),
             event.op(),
@@ -122,12 +184,7 @@ class Ledger:
 
     def record_step(self, step: dict[str, Any], spans: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
         """One step attempt's result in one transaction: its row's fields, its spans, its outputs."""
-        fields = {k: v for k, v in step.items() if k not in ("run_id", "step_id")}
-        self.db.write(
-            _update_step(step["run_id"], step["step_id"], fields),
-            ("insert", "spans", spans),
-            ("insert", "outputs", outputs),
-        )
+        self.db.write(*_record_step(step, spans, outputs))
 
     # ---- approvals -----------------------------------------------------------
 
@@ -173,12 +230,20 @@ class Ledger:
         return self.db.rows(sql, args)
 
     def end_run_early(
-        self, run_id: str, steps: list[str], reason: str, event: AuditEvent, status: str = "cancelled"
+        self,
+        run_id: str,
+        steps: list[str],
+        reason: str,
+        event: AuditEvent,
+        status: str = "cancelled",
+        pending: Batch | None = None,
     ) -> None:
         """A run stopped before its end (Ctrl-C, SIGTERM, a fault): its running steps and the run end
-        `status` (cancelled, or failed), with the reason; `kit resume` continues it."""
+        `status` (cancelled, or failed), with the reason; `kit resume` continues it. The steps' writes
+        still `pending` go first, in the same transaction."""
         at = utcnow()
-        ops = [_update_step(run_id, sid, {"status": status, "ended_at": at, "reason": reason}) for sid in steps]
+        ops = list(pending.take() if pending else ())
+        ops += [_update_step(run_id, sid, {"status": status, "ended_at": at, "reason": reason}) for sid in steps]
         ops.append(
             (
                 "sql",
@@ -188,12 +253,14 @@ class Ledger:
         )
         self.db.write(*ops, event.op())
 
-    def decision(self, run_id: str, step_id: str, settle: bool = True) -> dict[str, Any] | None:
-        """The decision on an approval step (there is at most one: decisions are final)."""
+    def decision(self, run_id: str, step_id: str, settle: bool = True, lease: bool = False) -> dict[str, Any] | None:
+        """The decision on an approval step (there is at most one: decisions are final). `lease`: the
+        coordinator's read, mid-run, through the write connection (`Database.read`)."""
         rows = self.db.rows(
             "SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY decided_at LIMIT 1",
             [run_id, step_id],
             settle=settle,
+            lease=lease,
         )
         return rows[0] if rows else None
 
@@ -243,6 +310,32 @@ class Ledger:
         return self.db.rows(
             "SELECT * FROM outputs WHERE run_id = ? AND step_id = ? ORDER BY name", [run_id, step_id], settle=settle
         )
+
+    def cache_lookup(self, cache_key: str, exclude_run: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """`cache_hit` and that step's outputs in one query (one round trip, no transaction)."""
+        rows = self.db.rows(
+            "WITH hit AS (SELECT run_id, step_id, executed_notebook, coalesce(cached_from, run_id) AS origin "
+            "FROM steps WHERE cache_key = ? AND status IN ('succeeded', 'cached') AND run_id <> ? "
+            "ORDER BY ended_at DESC LIMIT 1) "
+            "SELECT hit.run_id AS hit_run, hit.step_id AS hit_step, hit.executed_notebook AS hit_notebook, "
+            "hit.origin AS hit_origin, o.* FROM hit LEFT JOIN outputs o USING (run_id, step_id) ORDER BY o.name",
+            [cache_key, exclude_run],
+            settle=False,
+            lease=True,  # the run writes next: a read-only connection for one query would cost more
+        )
+        if not rows:
+            return None, []
+        first = rows[0]
+        hit = {
+            "run_id": first["hit_run"],
+            "step_id": first["hit_step"],
+            "executed_notebook": first["hit_notebook"],
+            "origin": first["hit_origin"],
+        }
+        outputs = [
+            {k: v for k, v in row.items() if not k.startswith("hit_")} for row in rows if row["name"] is not None
+        ]
+        return hit, outputs
 
     def cache_hit(self, cache_key: str, exclude_run: str) -> dict[str, Any] | None:
         """The latest finished step recorded under `cache_key` (not of `exclude_run`): its run and step,

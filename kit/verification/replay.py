@@ -9,6 +9,7 @@ changed are flagged even where both pass (DESIGN section 9).
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from kit.base.display import brief
 from kit.base.values import jsonable
 from kit.bundles.refs import baseline_workflow
 from kit.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, KitError
-from kit.verification.suite import ScenarioResult, ScenarioRunner
+from kit.verification.suite import ScenarioResult, ScenarioRunner, imports_done
 
 CLASSES = ("regressed", "fixed", "still-failing", "still-passing")
 
@@ -70,15 +71,20 @@ def replay_all(runner: ScenarioRunner, paths: list[Path], baseline_ref: str) -> 
     workflow; a baseline that cannot be had (an unknown reference, a snapshot that does not match its
     lock) stops the replay with its own error, it does not make the scenarios invalid."""
     baselines: dict[str, object] = {}
+    resolving = threading.Lock()
 
     def baseline_of(workflow):
-        if workflow.name not in baselines:
-            baselines[workflow.name] = baseline_workflow(
-                runner.project, runner.coordinator.ledger, runner.coordinator.store, workflow, baseline_ref
-            )
-        return baselines[workflow.name]
+        with resolving:  # scenarios run in parallel (`runner.map`); each baseline is resolved once
+            if workflow.name not in baselines:
+                baselines[workflow.name] = baseline_workflow(
+                    runner.project, runner.coordinator.ledger, runner.coordinator.store, workflow, baseline_ref
+                )
+            return baselines[workflow.name]
 
-    return [replay_scenario(runner, path, baseline_of) for path in paths]
+    try:
+        return runner.map(lambda path: replay_scenario(runner, path, baseline_of), paths)
+    finally:
+        imports_done()
 
 
 def replay_scenario(runner: ScenarioRunner, path: Path, baseline_of) -> ScenarioReplay:

@@ -4,11 +4,20 @@ Each scenario runs its workflow with its parameters, environment and principal;
 every expectation is checked by its comparator and recorded in the ledger's
 `comparisons` table; `evals.pass_rate` gates each workflow's suite. An invalid
 scenario file is reported (exit 2) without affecting the others.
+
+Scenarios run concurrently, `workers` at a time (default: the core count), each
+scenario's chain as one unit, on threads of this process: one coordinator (one
+ledger, written by this process only, its transactions serialized by the ledger's
+per-process guard) drives them all, and their steps share one pool of `workers`
+step threads. Results are reported in the order of the files, whatever order the
+scenarios finish in. Ctrl-C (or SIGTERM) cancels every running scenario: each run
+ends `cancelled` and stays resumable, and the scenarios not yet started do not start.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -89,17 +98,58 @@ class ScenarioRunner:
     def __init__(self, project: Project, workers: int | None = None, engine: str | None = None, command: str = "test"):
         self.project = project
         self.coordinator = Coordinator(project, progress=False)
-        self.workers = workers
+        #: scenarios run at once, and the steps of all of them at once (one shared pool of step threads)
+        self.workers = workers or os.cpu_count() or 1
         self.engine = engine or default_engine(command)
         self._workflows: dict[str, Workflow] = {}
+        self._loading = threading.Lock()
 
     def workflow(self, name: str) -> Workflow:
-        if name not in self._workflows:
-            path = self.project.find_workflow_by_name(name)
-            if path is None:
-                raise InvalidInput(f"no workflow named {name!r} under {self.project.root}")
-            self._workflows[name] = self.project.load_workflow(path)
-        return self._workflows[name]
+        with self._loading:  # scenarios of one workflow, in parallel, load it once
+            if name not in self._workflows:
+                path = self.project.find_workflow_by_name(name)
+                if path is None:
+                    raise InvalidInput(f"no workflow named {name!r} under {self.project.root}")
+                self._workflows[name] = self.project.load_workflow(path)
+            return self._workflows[name]
+
+    def map(self, work, paths: list[Path], progress: Progress | None = None) -> list:
+        """`work(path)` for every path, `self.workers` at a time; the results in the order of `paths`.
+
+        A scenario's failure is its result; an exception (a baseline that cannot be had) is raised once
+        every scenario has ended. Ctrl-C or SIGTERM (in the calling, main thread) cancels the running
+        scenarios (their runs end `cancelled`, resumable) and starts no more; then it is raised."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        coordinator = self.coordinator
+        coordinator.cancelled.clear()
+
+        def one(path: Path):
+            if coordinator.cancelled.is_set():
+                return None
+            result = work(path)
+            if progress is not None:
+                progress.advance(getattr(result, "name", "") or "", passed=getattr(result, "passed", None))
+            return result
+
+        if self.workers <= 1 or len(paths) <= 1:
+            return [one(path) for path in paths]
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(paths)), thread_name_prefix="kit-scenario")
+        futures = [pool.submit(one, path) for path in paths]
+        try:
+            for future in futures:
+                future.exception()  # waits; interruptible by Ctrl-C here, in the main thread
+        except KeyboardInterrupt:
+            from kit.execution import engines
+
+            coordinator.cancelled.set()
+            for future in futures:
+                future.cancel()
+            engines.cancel_running()
+            pool.shutdown(wait=True)
+            raise
+        pool.shutdown(wait=True)
+        return [future.result() for future in futures]
 
     def llm_settings(self, scenario: Scenario) -> LLMSettings:
         """Scenarios replay their recorded LLM calls unless they (or $KIT_LLM_MODE) say otherwise."""
@@ -128,6 +178,8 @@ class ScenarioRunner:
             result.seconds = time.perf_counter() - t0
             return result
         workflow = workflow or current
+        if any(e.comparator == "table" for e in scenario.expect):
+            _import_pandas_meanwhile()
         try:
             outcome = self.coordinator.run(
                 RunRequest(
@@ -272,6 +324,36 @@ def status_check(expectation: Expectation, outcome) -> Outcome:
     )
 
 
+_PANDAS_ONCE = threading.Lock()  # taken once, by the first scenario that needs pandas, and kept
+_PANDAS_THREADS: list[threading.Thread] = []
+
+
+def _import_pandas_meanwhile() -> None:
+    """Import pandas (≈ 0.4 s) on a thread of its own while the scenario's run goes on: its table
+    expectations need it once the run is done, and the run waits on the ledger and on its steps."""
+    import sys
+
+    if "pandas" in sys.modules or not _PANDAS_ONCE.acquire(blocking=False):
+        return
+
+    def load() -> None:
+        try:
+            import pandas  # noqa: F401
+        except ImportError:  # the comparator says so when it needs it
+            pass
+
+    thread = threading.Thread(target=load, name="kit-import-pandas", daemon=True)
+    _PANDAS_THREADS.append(thread)
+    thread.start()
+
+
+def imports_done() -> None:
+    """Let an import begun on a thread end before the suite does (an interpreter exiting mid-import
+    can fail in odd ways)."""
+    for thread in _PANDAS_THREADS:
+        thread.join()
+
+
 def select_scenarios(paths: Iterable[Path], tags: Iterable[str] = (), workflow: str | None = None) -> list[Path]:
     """Scenario files under `paths`, filtered by tag and workflow (unreadable files are kept: they report)."""
     tags = set(tags)
@@ -292,14 +374,14 @@ def select_scenarios(paths: Iterable[Path], tags: Iterable[str] = (), workflow: 
 
 
 def run_suite(runner: ScenarioRunner, paths: list[Path], progress: bool = False) -> SuiteResult:
-    """Every scenario of `paths`, then each workflow's `evals.pass_rate` gate."""
-    results = []
+    """Every scenario of `paths` (`runner.workers` at a time), then each workflow's `evals.pass_rate` gate;
+    results in the order of `paths`."""
     shown = Progress(len(paths), "scenarios run", enabled=None if progress else False)
-    for path in paths:
-        result = runner.run(path)
-        results.append(result)
-        shown.advance(result.name, passed=result.passed)
-    shown.close()
+    try:
+        results = runner.map(runner.run, paths, shown)
+    finally:
+        shown.close()
+        imports_done()
     gates: dict[str, WorkflowGate] = {}
     for result in results:
         if result.workflow is None:
