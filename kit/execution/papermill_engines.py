@@ -171,6 +171,26 @@ def _outcome(task: StepTask, execute: Callable[[RunningStep, Watchdog], None]) -
     return outcome
 
 
+def _execute_on(task: StepTask, kernel: WarmKernel, step: RunningStep, preamble: str) -> None:
+    """Papermill executes the task's notebook on a kernel already started (kit's papermill engine)."""
+    import papermill
+
+    step.kernel_started(kernel.pid())
+    papermill.execute_notebook(
+        task.notebook,
+        task.output_notebook,
+        parameters=task.parameters,
+        engine_name="kit",
+        kernel_name=task.kernel_name,
+        progress_bar=False,
+        log_output=False,
+        km=kernel.km,
+        warm_client=kernel.kc,
+        preamble=preamble,
+        step=step,
+    )
+
+
 def run_papermill(task: StepTask) -> NotebookOutcome:
     """A fresh kernel per step through papermill: exact Jupyter semantics.
 
@@ -179,7 +199,6 @@ def run_papermill(task: StepTask) -> NotebookOutcome:
     the step pays for neither the start nor the shutdown. Its working directory and
     environment are set by a silent preamble, before the step's cells.
     """
-    import papermill
 
     _register_with_papermill()
     env = {**task.env, SPOOL_ENV: task.spool, OBJECTS_ENV: task.objects, "KIT_STEP": task.step_id}
@@ -188,20 +207,7 @@ def run_papermill(task: StepTask) -> NotebookOutcome:
 
     def execute_on(kernel: WarmKernel, step: RunningStep) -> None:
         used.append(kernel)
-        step.kernel_started(kernel.pid())
-        papermill.execute_notebook(
-            task.notebook,
-            task.output_notebook,
-            parameters=task.parameters,
-            engine_name="kit",
-            kernel_name=task.kernel_name,
-            progress_bar=False,
-            log_output=False,
-            km=kernel.km,
-            warm_client=kernel.kc,
-            preamble=preamble,
-            step=step,
-        )
+        _execute_on(task, kernel, step, preamble)
 
     def execute(step: RunningStep, watchdog: Watchdog) -> None:
         try:
@@ -347,28 +353,13 @@ def run_warm(task: StepTask) -> NotebookOutcome:
     step ends, the processes it started are killed; a kernel interrupted on a timeout
     or cancelled is not reused.
     """
-    import papermill
 
     _register_with_papermill()
     env = {**task.env, SPOOL_ENV: task.spool, OBJECTS_ENV: task.objects, "KIT_STEP": task.step_id}
     preamble = f"__import__('kit.kernel.warm').kernel.warm.prepare({task.workdir!r}, {json.dumps(env)})"
 
     def execute_on_warm_kernel(step: RunningStep) -> None:
-        kernel = _warm_kernel(task.kernel_name)
-        step.kernel_started(kernel.pid())
-        papermill.execute_notebook(
-            task.notebook,
-            task.output_notebook,
-            parameters=task.parameters,
-            engine_name="kit",
-            kernel_name=task.kernel_name,
-            progress_bar=False,
-            log_output=False,
-            km=kernel.km,
-            warm_client=kernel.kc,
-            preamble=preamble,
-            step=step,
-        )
+        _execute_on(task, _warm_kernel(task.kernel_name), step, preamble)
 
     def execute(step: RunningStep, watchdog: Watchdog) -> None:
         try:
