@@ -246,7 +246,8 @@ WATCH_IMPORTS = """
 import atexit, json, sys
 from kit.cli.base import main
 atexit.register(lambda: print("MODULES " + json.dumps(
-    {m: m in sys.modules and sys.modules[m] is not None for m in ("rfc3987_syntax", "lark", "papermill", "pandas")}
+    {m: getattr(sys.modules.get(m), "__file__", None) is not None  # the real module, not a deferring stand-in
+     for m in ("rfc3987_syntax", "lark", "papermill", "pandas")}
 )))
 sys.argv = ["kit", *sys.argv[1:]]
 main()

@@ -40,6 +40,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from kit.base.deferred import defer_iri_grammar
 from kit.execution.engines import (
     CANCELLED,
     EXIT_CANNOT_RUN,
@@ -426,51 +427,13 @@ def serve() -> None:
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-    _defer_iri_grammar()
+    defer_iri_grammar()
 
     from kit.execution import fork_child as forked
 
     failed = forked.prepare(json.loads(sys.argv[1]))
     forked.become_subreaper()  # the processes a dead step left behind become ours to kill
     _Server(forked, requests, replies).serve(failed)
-
-
-def _defer_iri_grammar() -> None:
-    """Put off building rfc3987_syntax's IRI grammar (0.7 s) until a step checks an IRI.
-
-    nbformat imports jsonschema, whose format checker imports ``rfc3987_syntax`` for its
-    ``iri`` formats only, and that import builds a grammar: it would make every zygote
-    start 0.7 s slower (FIELD-NOTES). A stand-in module takes its place; its first use,
-    in a step, imports the real one, so a step sees what it would see in a kernel.
-    """
-    import importlib
-    import importlib.util
-    import types
-
-    name = "rfc3987_syntax"
-    if name in sys.modules or importlib.util.find_spec(name) is None:
-        return
-    stand_in = types.ModuleType(name)
-    loaded: list[types.ModuleType] = []
-
-    def real() -> types.ModuleType:
-        if not loaded:
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
-            loaded.append(importlib.import_module(name))  # from now on the real one is imported
-        return loaded[0]
-
-    def is_valid_syntax(*args: Any, **kwargs: Any) -> Any:  # what jsonschema imports from it
-        return real().is_valid_syntax(*args, **kwargs)
-
-    def attribute(key: str) -> Any:
-        if key.startswith("__"):  # what the import system asks a module (__path__, __spec__) is not a use
-            raise AttributeError(key)
-        return getattr(real(), key)
-
-    stand_in.is_valid_syntax = is_valid_syntax
-    stand_in.__getattr__ = attribute
-    sys.modules[name] = stand_in
 
 
 class _Server:

@@ -16,6 +16,7 @@ import sys
 import threading
 from typing import Any
 
+from kit.base.deferred import defer_iri_grammar
 from kit.base.display import shorten
 from kit.base.values import describe
 
@@ -103,34 +104,13 @@ _IMPORT_LOCK = threading.Lock()
 _VALIDATORS: dict[str, Any] = {}
 
 
-#: Libraries jsonschema's format checker imports if it can, and nothing else in kit's process uses:
-#: `rfc3987_syntax` builds an IRI grammar on import (0.8 s); the others cost tens of milliseconds.
-_FORMAT_ONLY = (
-    "rfc3987_syntax",
-    "rfc3987",
-    "rfc3986_validator",
-    "rfc3339_validator",
-    "webcolors",
-    "uri_template",
-    "isoduration",
-    "fqdn",
-)
-
-
 def _jsonschema():
-    """jsonschema, imported without its format checker's optional libraries (the IRI grammar alone
-    takes 0.8 s): kit never asserts formats, so they are kept out while jsonschema loads."""
+    """jsonschema, with the IRI grammar its format checker would build (0.8 s) put off until a
+    format check needs it (`kit.base.deferred`)."""
     if "jsonschema" not in sys.modules:
         with _IMPORT_LOCK:
-            blocked = [name for name in _FORMAT_ONLY if name not in sys.modules]
-            for name in blocked:
-                sys.modules[name] = None  # type: ignore[assignment]
-            try:
-                import jsonschema  # noqa: F401
-            finally:
-                for name in blocked:
-                    if sys.modules.get(name) is None:
-                        del sys.modules[name]
+            defer_iri_grammar()
+            import jsonschema  # noqa: F401
     import jsonschema
 
     return jsonschema
