@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import Project, copy_example
 
@@ -164,3 +166,31 @@ def test_a_principal_without_a_tools_entitlement_is_refused_before_any_kernel(tm
     assert "lookup_orders" in denied.stderr and "orders:read" in denied.stderr
     assert project.sql("select count(*) as n from steps") == [{"n": 0}]  # no step started, no kernel
     assert project.sql("select action from audit where action = 'run.denied'")
+
+
+def test_gc_keeps_what_an_agent_steps_tool_calls_recorded(tmp_path):
+    """A tool call's content is an object like a model turn's: `kit gc` keeps it, `kit fsck` checks it,
+    and `kit capture` can still write the agent's recordings after a collection."""
+    project = Project(tmp_path)
+    copy_example(project.root)
+    started = project.kit("run", "notebooks/casework", "-p", "case_id=C-1007", "--as", "alice")
+    assert started.returncode == 3, started.stderr
+    run_id = started.stdout.split()[1]
+    tools = project.sql(
+        f"select attributes->>'kit.llm.content' as ref from spans where run_id = '{run_id}' and kind = 'tool'"
+    )
+    assert len(tools) == 2 and all(t["ref"] for t in tools)
+
+    failed = project.kit("run", "notebooks/casework", "-p", "case_id=C-0000", "--as", "alice")  # ends at once
+    assert failed.returncode == 1
+    time.sleep(1.2)
+    collected = project.kit("gc", "--older-than", "1s", "--as", "alice")  # deletes that run, sweeps objects
+    assert collected.returncode == 0, collected.stderr
+    assert project.sql("select count(*) as n from runs") == [{"n": 1}]  # the waiting agent run is kept
+    objects = project.root / ".kit" / "objects"
+    for t in tools:
+        digest = t["ref"].split("sha256:", 1)[1]
+        assert (objects / digest[:2] / digest[2:]).exists(), f"gc deleted a tool call's content {digest[:12]}"
+    assert project.kit("fsck").returncode == 0
+    captured = project.kit("capture", run_id, "-o", "scenarios/casework/again.yaml")
+    assert captured.returncode == 0, captured.stderr

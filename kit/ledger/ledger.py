@@ -20,6 +20,9 @@ from kit.ledger.database import Database, read_head
 
 RUN_STATUSES = ("running", "succeeded", "failed", "waiting", "rejected", "cancelled")
 DONE_STEP_STATUSES = ("succeeded", "cached", "approved")
+#: Span kinds whose `kit.llm.content` names an artifact: a model call, and an agent's tool call.
+#: Every reader of those references (capture, fsck, gc, an object's origin) goes through this.
+CONTENT_SPANS = "kind IN ('llm', 'tool') AND attributes->>'kit.llm.content' IS NOT NULL"
 _RUN_TABLES = ("steps", "spans", "outputs", "comparisons", "approvals", "runs")
 _STEP_FIELDS = (
     "status",
@@ -391,7 +394,7 @@ class Ledger:
         """The artifact references of a run's LLM calls (an agent's tool calls included), in the order they
         were made."""
         rows = self.db.rows(
-            "SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE run_id = ? AND kind IN ('llm', 'tool') "
+            f"SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE run_id = ? AND {CONTENT_SPANS} "
             "ORDER BY started_at",
             [run_id],
         )
@@ -409,7 +412,7 @@ class Ledger:
         if rows:
             return f"run {rows[0]['run_id']}, step {rows[0]['step_id']} (output {rows[0]['name']})"
         rows = self.db.rows(
-            "SELECT run_id, step_id FROM spans WHERE kind = 'llm' AND attributes->>'kit.llm.content' = ? LIMIT 1",
+            f"SELECT run_id, step_id FROM spans WHERE {CONTENT_SPANS} AND attributes->>'kit.llm.content' = ? LIMIT 1",
             [ref],
             settle=False,
         )
@@ -436,8 +439,7 @@ class Ledger:
         refs += [
             (digest_of(r["ref"]), f"run {r['run_id']}, step {r['step_id']} (an LLM call)")
             for r in self.db.rows(
-                "SELECT run_id, step_id, attributes->>'kit.llm.content' AS ref FROM spans "
-                "WHERE kind = 'llm' AND attributes->>'kit.llm.content' IS NOT NULL"
+                f"SELECT run_id, step_id, attributes->>'kit.llm.content' AS ref FROM spans WHERE {CONTENT_SPANS}"
             )
         ]
         for row in self.db.rows("SELECT bundle_id, lock FROM bundles WHERE bundle_id IN (SELECT bundle_id FROM runs)"):
@@ -522,7 +524,7 @@ class Ledger:
         keep: set[str] = set()
         for row in self.db.rows("SELECT artifact FROM outputs WHERE artifact IS NOT NULL"):
             keep.add(digest_of(row["artifact"]))
-        for row in self.db.rows("SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE kind = 'llm'"):
+        for row in self.db.rows(f"SELECT attributes->>'kit.llm.content' AS ref FROM spans WHERE {CONTENT_SPANS}"):
             if row["ref"]:
                 keep.add(digest_of(row["ref"]))
         for row in self.db.rows(
