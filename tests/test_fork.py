@@ -370,10 +370,23 @@ def test_the_helper_imports_what_the_workflow_imports_and_never_its_own_modules(
         "import json, xml.dom\nfrom email.mime import text\nfrom . import nothing\n%matplotlib inline\nimport helpers",
     )
     project.notebook("b.ipynb", "x: int = 0", "%%bash\nimport not_python\n", "!pip list\nimport csv")
-    (project.root / "wf" / "helpers.py").write_text("raise RuntimeError('the zygote never runs workflow code')\n")
+    # the workflow's own modules are read for what they import, never imported (nor what they import of ours)
+    (project.root / "wf" / "helpers.py").write_text(
+        "raise RuntimeError('the zygote never runs workflow code')\n\n\ndef f():\n    import statistics\n"
+        "    import inner\n"
+    )
+    (project.root / "wf" / "inner").mkdir()
+    (project.root / "wf" / "inner" / "__init__.py").write_text("import helpers\nfrom fractions import Fraction\n")
     project.manifest("workflow: w\nversion: 1\nsteps:\n  a: {notebook: a.ipynb}\n  b: {notebook: b.ipynb}\n")
     found = fork_engine.workflow_imports(str(project.root / "wf" / "a.ipynb"))
-    assert found == {"json", "xml.dom", "email.mime", "csv"}
+    assert found == {"json", "xml.dom", "email.mime", "csv", "statistics", "fractions"}
+    # pandas and pyarrow are warmed only for a workflow that handles tables: declared, or loaded in its code
+    (project.root / "wf" / "helpers.py").write_text("import kit\n\ndef rows(ref):\n    return kit.load(ref)\n")
+    assert "pandas" in fork_engine.workflow_imports(str(project.root / "wf" / "a.ipynb"))
+    (project.root / "wf" / "helpers.py").write_text("import kit\n")
+    assert "pandas" not in fork_engine.workflow_imports(str(project.root / "wf" / "b.ipynb"))
+    project.manifest("workflow: w\nversion: 1\nsteps:\n  a: {notebook: a.ipynb, outputs: {t: table}}\n")
+    assert {"pandas", "pyarrow.parquet"} <= fork_engine.workflow_imports(str(project.root / "wf" / "a.ipynb"))
 
 
 def test_a_workflow_importing_more_gets_a_new_helper_and_the_old_one_retires(project):

@@ -320,3 +320,28 @@ def test_kit_show_opens_one_connection(chain, monkeypatch):
 def test_the_help_says_what_workers_means():
     out = subprocess.run([sys.executable, "-m", "kit.cli", "test", "--help"], capture_output=True, text=True).stdout
     assert "Scenarios run at once" in " ".join(out.split())
+
+
+def test_the_git_commit_is_asked_once_and_again_after_a_commit(tmp_path, monkeypatch):
+    """Provenance keeps HEAD's commit while HEAD and its branch's ref are unchanged (one `git` process a
+    suite, not one a scenario), and sees the next commit."""
+    from kit.execution import provenance
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True)
+
+    git("init", "-q", "-b", "main")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "one")
+    first = git("rev-parse", "HEAD").stdout.strip()
+    calls = []
+    real = subprocess.run
+    monkeypatch.setattr(provenance.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert provenance.git_commit(tmp_path) == first
+    assert provenance.git_commit(tmp_path) == first
+    assert len(calls) == 1
+    monkeypatch.setattr(provenance.subprocess, "run", real)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "two")
+    second = git("rev-parse", "HEAD").stdout.strip()
+    assert second != first and provenance.git_commit(tmp_path) == second
+    git("checkout", "-q", "--detach", first)
+    assert provenance.git_commit(tmp_path) == first

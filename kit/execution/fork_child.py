@@ -75,19 +75,10 @@ from kit.execution.engines import (
     kill_process_tree,
 )
 
-#: What the helper imports before it forks, besides what this module imports (IPython, papermill).
+#: What the helper imports before it forks, besides what this module imports (IPython, papermill) and what
+#: the workflow uses (`kit.execution.fork_engine.workflow_imports`).
 BASE_MODULES = (
-    *(
-        "kit",
-        "kit.kernel.api",
-        "kit.kernel.llm",
-        "kit.kernel.calls",
-        "numpy",
-        "pandas",
-        "pyarrow",
-        "pyarrow.parquet",
-        "duckdb",
-    ),
+    *("kit", "kit.kernel.api", "kit.kernel.llm", "kit.kernel.calls"),
     *("IPython.core.logger", "bdb"),  # what the shell imports when it first runs a cell
 )
 

@@ -7,8 +7,8 @@ modules, the processes it started) can be seen by the next, which is another pro
 
 - The zygote (`serve`): a small helper started with ``python -c``, never forked from the
   coordinator, whose DuckDB and ZMQ threads make fork unsafe. It imports kit, IPython,
-  papermill, pandas, duckdb, pyarrow and the modules the workflow's notebooks import
-  (found statically, `workflow_imports`), creates the IPython shell
+  papermill and the modules the workflow's notebooks and its own modules import (found
+  statically, `workflow_imports`; pandas and pyarrow when it handles tables), creates the IPython shell
   (`kit.execution.fork_child.prepare`), and then only forks: it never runs a step's code. A
   workflow importing modules the zygote lacks gets a new zygote (with both sets); the
   old one retires once its steps have ended.
@@ -235,64 +235,113 @@ atexit.register(_close_zygote)
 
 # ---- what a workflow imports -----------------------------------------------------------
 
-_IMPORTS: dict[str, tuple[Any, frozenset[str]]] = {}
+_IMPORTS: dict[str, tuple[list, frozenset[str], list[Path]]] = {}
 
 
 def workflow_imports(notebook: str) -> frozenset[str]:
-    """The modules imported by the notebooks of `notebook`'s workflow (its `workflow.yaml`'s steps), found
-    statically: ``import a.b`` and ``from a.b import c`` give ``a.b``. Modules in a notebook's folder are left
-    out: they are the workflow's own code, and the zygote never runs that."""
+    """What the zygote should import for `notebook`'s workflow (its `workflow.yaml`'s steps), found
+    statically, never by running anything: ``import a.b`` and ``from a.b import c`` give ``a.b``.
+
+    The workflow's own modules (a ``.py`` file or package beside a notebook) are read, not imported:
+    what they import counts, they do not (the zygote never runs workflow code). pandas and pyarrow
+    count when the workflow handles tables (a ``table`` in its manifest, or ``kit.load`` in its code),
+    since kit's kernel side imports them then. Nothing else is warmed on speculation: every module in
+    the zygote makes every step's fork and exit dearer (pandas, pyarrow and duckdb: 5 ms a step)."""
     path = Path(notebook).resolve()
     manifest = next((d / "workflow.yaml" for d in path.parents if (d / "workflow.yaml").is_file()), None)
-    notebooks = {path} | (_manifest_notebooks(manifest) if manifest is not None else set())
-    key = sorted((str(p), p.stat().st_mtime_ns) for p in notebooks if p.is_file())
+    notebooks, tables = _manifest_notebooks(manifest) if manifest is not None else (set(), False)
+    notebooks = {p for p in {path} | notebooks if p.is_file()}
     cached = _IMPORTS.get(str(path))
-    if cached is not None and cached[0] == key:
+    if cached is not None and cached[0] == _stamps(cached[2]):
         return cached[1]
-    notebooks = {p for p in notebooks if p.is_file()}
     folders = {p.parent for p in notebooks}
-    found = set()
-    for nb in notebooks:
-        for name in _notebook_imports(nb):
+    found: set[str] = set()
+    sources = [_notebook_cells(nb) for nb in notebooks]  # each a list of code chunks that parse alone
+    read: set[Path] = set()
+    while sources:
+        chunks = sources.pop()
+        tables = tables or any("load(" in chunk for chunk in chunks)
+        for name in _imports(chunks):
             top = name.split(".")[0]
-            if not any((f / f"{top}.py").exists() or (f / top).is_dir() for f in folders):
+            own = [f / f"{top}.py" for f in folders if (f / f"{top}.py").is_file()]
+            own += [p for f in folders if (f / top).is_dir() for p in sorted((f / top).rglob("*.py"))]
+            if not own and not any((f / top).exists() for f in folders):
                 found.add(name)
+            for module in own:  # the workflow's own code: read what it imports, never import it
+                if module not in read:
+                    read.add(module)
+                    sources.append([_read_text(module)])
     found.discard("__future__")
+    if tables:
+        found.update(TABLE_MODULES)
     result = frozenset(found)
-    _IMPORTS[str(path)] = (key, result)
+    files = sorted({*notebooks, *read, *([manifest] if manifest is not None else [])})
+    _IMPORTS[str(path)] = (_stamps(files), result, files)
     return result
 
 
-_MANIFESTS: dict[Path, tuple[int, set[Path]]] = {}
+def _stamps(files: list[Path]) -> list[tuple[int, int] | None]:
+    """The files' modification times and sizes (None for one gone): what `workflow_imports` read has not
+    changed while these are the same."""
+    stamps = []
+    for f in files:
+        try:
+            stat = f.stat()
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamps.append(None)
+    return stamps
 
 
-def _manifest_notebooks(manifest: Path) -> set[Path]:
-    """The notebooks a `workflow.yaml` names, read again only when it changes."""
+#: What kit's kernel side imports to read or write a table (`kit.load`, `kit.output` of a DataFrame).
+TABLE_MODULES = ("pandas", "pyarrow", "pyarrow.parquet")
+
+_MANIFESTS: dict[Path, tuple[Any, set[Path], bool]] = {}
+
+
+def _manifest_notebooks(manifest: Path) -> tuple[set[Path], bool]:
+    """The notebooks a `workflow.yaml` names, and whether it declares a table; read again only when it changes."""
     import yaml
 
     try:
-        mtime = manifest.stat().st_mtime_ns
+        stamp = _stamps([manifest])[0]
         cached = _MANIFESTS.get(manifest)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
+        if cached is not None and cached[0] == stamp:
+            return cached[1], cached[2]
         spec = yaml.safe_load(manifest.read_text()) or {}
         steps = spec.get("steps") or {}
         names = [s.get("notebook") for s in steps.values() if isinstance(s, dict)]
     except (OSError, yaml.YAMLError, AttributeError):
-        return set()
+        return set(), False
     found = {(manifest.parent / n).resolve() for n in names if isinstance(n, str)}
-    _MANIFESTS[manifest] = (mtime, found)
-    return found
+    tables = _declares_table(spec)
+    _MANIFESTS[manifest] = (stamp, found, tables)
+    return found, tables
 
 
-def _notebook_imports(notebook: Path) -> set[str]:
-    import ast
+def _declares_table(node: Any) -> bool:
+    """Whether a manifest names the type ``table`` anywhere (an output, a parameter)."""
+    if isinstance(node, dict):
+        return any(_declares_table(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_declares_table(v) for v in node)
+    return node == "table"
 
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _notebook_cells(notebook: Path) -> list[str]:
+    """A notebook's Python code cells: cell magics' cells left out, line magics and shell escapes dropped."""
     try:
         cells = json.loads(notebook.read_text()).get("cells", [])
     except (OSError, ValueError):
-        return set()
-    names = set()
+        return []
+    parts = []
     for cell in cells:
         if cell.get("cell_type") != "code":
             continue
@@ -301,8 +350,18 @@ def _notebook_imports(notebook: Path) -> set[str]:
         if source.lstrip().startswith("%%"):
             continue
         lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        parts.append("\n".join(lines))
+    return parts
+
+
+def _imports(chunks: list[str]) -> set[str]:
+    """The absolute imports anywhere in each chunk of code (one that does not parse gives none)."""
+    import ast
+
+    names: set[str] = set()
+    for chunk in chunks:
         try:
-            tree = ast.parse("\n".join(lines))
+            tree = ast.parse(chunk)
         except SyntaxError:
             continue
         for node in ast.walk(tree):

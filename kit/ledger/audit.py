@@ -48,8 +48,9 @@ class AuditEvent:
         )
 
 
-def append_entry(con, entry: dict[str, Any], head: dict[str, Any] | None = None) -> None:
-    """Append one hash-chained audit row; runs inside the writer's locked transaction.
+def append_entry(con, entry: dict[str, Any], head: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Append one hash-chained audit row; runs inside the writer's locked transaction. Returns the
+    chain's new head (its seq and hash), to be kept outside the table once the transaction commits.
 
     It follows the newer of the table's last row and the head kept outside it, so rows
     removed from the end leave a gap that `verify` names, never a reused seq."""
@@ -64,6 +65,7 @@ def append_entry(con, entry: dict[str, Any], head: dict[str, Any] | None = None)
         "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [seq, at, entry["actor"], entry["action"], entry["subject"], json.dumps(detail, default=str), prev, digest],
     )
+    return {"seq": seq, "hash": digest}
 
 
 @dataclass

@@ -163,7 +163,7 @@ class Database:
         self.head_path = self.path.parent / HEAD_NAME
         self.wait = float(os.environ.get("KIT_LEDGER_WAIT", 15.0)) if wait is None else wait
         self._journaling = False  # after one busy wait, don't wait long again until a write goes through
-        self._head_moved = False  # the transaction appended to the audit trail
+        self._new_head: dict[str, Any] | None = None  # the audit chain's head a transaction moved it to
         self._lease = _lease_of(self.path)
 
     # ---- connections -------------------------------------------------------
@@ -278,8 +278,8 @@ class Database:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
-                if self._head_moved:
-                    self._keep_head(con)
+                if self._new_head is not None:
+                    self._keep_head(self._new_head)
             except duckdb.Error as exc:
                 self.release()
                 if isinstance(exc, _file_faults()):
@@ -289,17 +289,13 @@ class Database:
                 self.release()
                 raise
             finally:
-                self._head_moved = False
+                self._new_head = None
             for path in drained:
                 path.unlink(missing_ok=True)
             self._renew()
 
-    def _keep_head(self, con) -> None:
+    def _keep_head(self, head: dict[str, Any]) -> None:
         """Write the audit chain's head (last seq and hash) beside the ledger, when it moved."""
-        last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        if last is None:
-            return
-        head = {"seq": last[0], "hash": last[1]}
         if read_head(self.head_path) == head:
             return
         tmp = self.head_path.with_name(self.head_path.name + ".tmp")
@@ -353,7 +349,7 @@ class Database:
             wait = min(self.wait, 0.2)
         try:
             with self.transaction(wait=wait) as con:
-                self._head_moved |= apply(con, batch["ops"], self.head_path)
+                self._new_head = apply(con, batch["ops"], self.head_path) or self._new_head
         except Busy:
             if not journal:
                 raise LedgerBusy(
@@ -411,13 +407,14 @@ class Database:
             if not seen:
                 con.execute("BEGIN TRANSACTION")
                 try:
-                    self._head_moved |= apply(con, [tuple(op) for op in batch["ops"]], self.head_path)
+                    head = apply(con, [tuple(op) for op in batch["ops"]], self.head_path)
                     con.execute("INSERT INTO ledger_batches VALUES (?, ?)", [batch["batch_id"], utcnow()])
                 except (duckdb.ConstraintException, duckdb.BinderException, duckdb.ConversionException) as exc:
                     con.execute("ROLLBACK")
                     self._set_aside(path, exc)
                     continue
                 con.execute("COMMIT")
+                self._new_head = head or self._new_head
             done.append(path)
         return done
 
@@ -637,11 +634,11 @@ def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = F
         )
 
 
-def apply(con, ops: list[tuple], head_path: Path | None = None) -> bool:
-    """Apply a batch's operations on an open transaction; True if it appended to the audit trail."""
+def apply(con, ops: list[tuple], head_path: Path | None = None) -> dict[str, Any] | None:
+    """Apply a batch's operations on an open transaction; the audit chain's new head if it appended to it."""
     from kit.ledger.audit import append_entry
 
-    audited = False
+    head = None
     for op in ops:
         kind = op[0]
         if kind in ("insert", "insert_absent"):
@@ -652,11 +649,10 @@ def apply(con, ops: list[tuple], head_path: Path | None = None) -> bool:
             _, statement, params = op
             con.execute(statement, params)
         elif kind == "audit":
-            append_entry(con, op[1], read_head(head_path) if head_path else None)
-            audited = True
+            head = append_entry(con, op[1], read_head(head_path) if head_path else None)
         else:
             raise ValueError(f"unknown ledger operation {kind!r}")
-    return audited
+    return head
 
 
 def read_head(path: Path) -> dict[str, Any] | None:
