@@ -147,7 +147,8 @@ def test_kits_own_plugins_come_through_entry_points_like_anyone_elses():
 
 
 def test_a_bulk_insert_stores_the_same_json_as_a_small_one(tmp_path):
-    """Large inserts take the Arrow path with orjson; what comes back must equal the row-by-row path's."""
+    """Large inserts go to DuckDB as JSON documents read back with the table's types; what comes back must
+    equal the small path's, the documents are gone after, and a column the table lacks is refused."""
     from kit.ledger.database import BULK_ROWS, Database
 
     odd = [
@@ -182,3 +183,29 @@ def test_a_bulk_insert_stores_the_same_json_as_a_small_one(tmp_path):
     con.close()
     assert [json.loads(a) if a else a for _, a in got["bulk"]] == [json.loads(a) if a else a for _, a in got["small"]]
     assert json.loads(got["bulk"][3][1]) == {"huge": 2**70}
+
+    # typed columns, rows that leave columns out, several documents read at once
+    from kit.ledger.database import BULK_PART_ROWS
+
+    many = 2 * BULK_PART_ROWS + 3
+    timed = [
+        {
+            "run_id": "typed",
+            "span_id": f"{n:016x}",
+            "started_at": datetime(2026, 11, 26, 12, 0, n % 60) if n % 2 else f"2026-11-26 12:00:{n % 60:02d}",
+            **({"status": "ok"} if n % 3 else {}),
+        }
+        for n in range(many)
+    ]
+    db.write(("insert", "spans", timed))
+    db.release()
+    con = duckdb.connect(str(db.path), read_only=True)
+    count, seconds, statuses = con.execute(
+        "select count(*), sum(second(started_at)), count(status) from spans where run_id = 'typed'"
+    ).fetchone()
+    con.close()
+    assert (count, seconds, statuses) == (many, sum(n % 60 for n in range(many)), sum(1 for n in range(many) if n % 3))
+    assert not list(tmp_path.glob(".bulk-*")), "the documents are removed"
+    with pytest.raises(duckdb.BinderException, match="no column colour"):
+        db.write(("insert", "spans", [{"run_id": "x", "span_id": str(n), "colour": "red"} for n in range(BULK_ROWS)]))
+    db.release()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -52,7 +53,8 @@ HEAD_NAME = "audit.head"
 
 LEASE = 0.3  # seconds a write connection stays open after its last transaction
 LEASE_MAX = 1.0  # seconds it may stay open in all, however busy the run
-BULK_ROWS = 500  # from here on, Arrow beats a VALUES list by far (it costs an import of pyarrow)
+BULK_ROWS = 500  # from here on, JSON documents read by DuckDB beat a VALUES list by far
+BULK_PART_ROWS = 25_000  # rows of one such document at least: DuckDB reads one a thread
 VALUES_ROWS = 100  # rows in one INSERT ... VALUES statement below that
 
 
@@ -569,56 +571,14 @@ def _encode(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v, default=str) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
 
 
-def _json_texts(values: list[Any]) -> list[bytes | None]:
-    """A bulk insert's JSON column as UTF-8 texts: orjson, several times faster than `json` (the encoding
-    was most of a bulk insert's time); a value orjson refuses (an int past 64 bits) takes `json`'s way."""
-    import orjson
+def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = False, folder: Path | None = None):
+    """INSERT: a row whose key exists already is refused (or, `keep_existing`, skipped), never replaced.
 
-    dumps = orjson.dumps
-    options = (  # what orjson would write its own way goes to `default=str`, as `json` does
-        orjson.OPT_NON_STR_KEYS
-        | orjson.OPT_PASSTHROUGH_DATETIME
-        | orjson.OPT_PASSTHROUGH_DATACLASS
-        | orjson.OPT_PASSTHROUGH_SUBCLASS
-    )
-    out: list[bytes | None] = []
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        try:
-            out.append(dumps(v, default=str, option=options))
-        except TypeError:
-            out.append(json.dumps(v, default=str).encode())
-    return out
-
-
-def _arrow_type(pa, values: list[Any]):
-    """The column's Arrow type from its first value: inferring it costs more than the insert."""
-    sample = next((v for v in values if v is not None), None)
-    for python_type, arrow_type in ((bool, pa.bool_()), (int, pa.int64()), (float, pa.float64()), (str, pa.string())):
-        if isinstance(sample, python_type):
-            return arrow_type
-    return None
-
-
-def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = False) -> None:
-    """INSERT: a row whose key exists already is refused (or, `keep_existing`, skipped), never replaced."""
+    From `BULK_ROWS` rows on, the rows go to DuckDB as one JSON document (`_insert_bulk`); below, as one
+    ``INSERT ... VALUES`` list of parameters."""
     verb = "INSERT OR IGNORE INTO" if keep_existing else "INSERT INTO"
     if len(rows) >= BULK_ROWS:
-        import pyarrow as pa
-
-        first = list(rows[0])
-        columns = first + sorted(set().union(*rows).difference(first))  # every row's keys, at C speed
-        arrays = {}
-        for column in columns:  # column by column: far cheaper than a table built from row dicts
-            values = [r.get(column) for r in rows]
-            if column in JSON_COLUMNS:
-                arrays[column] = pa.array(_json_texts(values), type=pa.binary()).cast(pa.string())
-                continue
-            arrays[column] = pa.array(values, type=_arrow_type(pa, values))
-        data = pa.table(arrays)  # noqa: F841 (DuckDB reads the local by name)
-        con.execute(f"{verb} {table} BY NAME SELECT * FROM data")
+        _insert_bulk(con, verb, table, rows, folder)
         return
     encoded = [_encode(r) for r in rows]
     columns = list(dict.fromkeys(k for r in encoded for k in r))
@@ -634,17 +594,72 @@ def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = F
         )
 
 
+def _insert_bulk(con, verb: str, table: str, rows: list[dict[str, Any]], folder: Path | None) -> None:
+    """Many rows in one statement: the rows as JSON arrays (orjson encodes each in one call), read back by
+    DuckDB's `read_json` with the table's own column types, which parses timestamps and keeps JSON columns
+    as JSON in C++, one file a core at once. Measured on 100,000 spans: about 0.2 s with the commit
+    (about 500,000 a second), where building Arrow columns from the rows in Python took 0.5-0.7 s. The
+    documents are temporary files beside the ledger (DuckDB reads files, not Python strings), removed at once."""
+    import duckdb
+
+    types = {name: kind for name, kind, *_ in con.execute(f"DESCRIBE {table}").fetchall()}
+    unknown = set().union(*rows).difference(types)
+    if unknown:
+        raise duckdb.BinderException(f"table {table} has no column {', '.join(sorted(unknown))}")
+    parts = max(1, min(os.cpu_count() or 1, len(rows) // BULK_PART_ROWS))
+    paths: list[str] = []
+    try:
+        for k in range(parts):
+            document = _json_document(rows[k * len(rows) // parts : (k + 1) * len(rows) // parts])
+            fd, path = tempfile.mkstemp(prefix=".bulk-", suffix=".json", dir=folder)
+            paths.append(path)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(document)
+        columns = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in types.items()) + "}"
+        con.execute(
+            f"{verb} {table} BY NAME SELECT * FROM read_json(?, format = 'array', columns = {columns}, "
+            f"maximum_object_size = {max(os.path.getsize(p) for p in paths) + (16 << 20)})",
+            [paths],
+        )
+    except OSError as exc:
+        if is_no_space(exc):
+            raise NoSpace.writing(Path(paths[-1] if paths else folder or tempfile.gettempdir())) from None
+        raise
+    finally:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _json_document(rows: list[dict[str, Any]]) -> bytes:
+    """The rows as one JSON array, as `json.dumps(rows, default=str)` writes them: orjson (15 ms for
+    100,000 spans), with times and dataclasses left to `default=str` as `json` does; `json` itself when
+    orjson refuses a value (a key that is not a string, an int past 64 bits: its option for such keys
+    doubles the time of every document)."""
+    import orjson
+
+    try:
+        return orjson.dumps(
+            rows, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+        )
+    except TypeError:
+        return json.dumps(rows, default=str).encode()
+
+
 def apply(con, ops: list[tuple], head_path: Path | None = None) -> dict[str, Any] | None:
     """Apply a batch's operations on an open transaction; the audit chain's new head if it appended to it."""
     from kit.ledger.audit import append_entry
 
     head = None
+    folder = head_path.parent if head_path is not None else None
     for op in ops:
         kind = op[0]
         if kind in ("insert", "insert_absent"):
             _, table, rows = op
             if rows:
-                _insert(con, table, rows, keep_existing=kind == "insert_absent")
+                _insert(con, table, rows, keep_existing=kind == "insert_absent", folder=folder)
         elif kind == "sql":
             _, statement, params = op
             con.execute(statement, params)
