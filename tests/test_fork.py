@@ -11,9 +11,11 @@ import json
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import Project, copy_example
 
 from kit.execution import fork_engine
@@ -403,3 +405,30 @@ def test_a_workflow_importing_more_gets_a_new_helper_and_the_old_one_retires(pro
         one.process.wait(30)  # nothing was running: it exits at once
     finally:
         fork_engine._zygote_for(str(first)).close()
+
+
+def test_a_helper_that_dies_fails_the_step_saying_what_it_said(tmp_path, monkeypatch):
+    """The helper's last words (its stderr) reach the step's error; the file they were kept in has no name."""
+    (tmp_path / "dies_loudly.py").write_text(
+        "import os, sys\nsys.stderr.write('boom: the helper cannot go on\\n')\nsys.stderr.flush()\nos._exit(3)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    zygote = fork_engine.Zygote(frozenset({"dies_loudly"}))
+    try:
+        deadline = time.monotonic() + 60
+        while zygote.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(fork_engine.ZygoteFailed, match="exited with code 3") as failed:
+            zygote.fork({"notebook": "never.ipynb"})
+    finally:
+        zygote.close()
+    assert "boom: the helper cannot go on" in str(failed.value)
+
+
+def test_kit_leaves_nothing_in_the_temporary_folder(chain, tmp_path):
+    """A run on the fork engine (its helper included) leaves no file or folder in $TMPDIR behind."""
+    scratch = tmp_path / "scratch-tmp"
+    scratch.mkdir()
+    result = chain.kit("run", "wf", "--fresh", env={"TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(scratch.iterdir()) == []

@@ -30,13 +30,11 @@ import itertools
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -102,20 +100,21 @@ class Zygote:
         self.modules = modules
         self.retired = False
         self.failure: str | None = None
-        self._home = tempfile.mkdtemp(prefix="kit-zygote-")
-        self._log = os.path.join(self._home, "stderr")
+        # What it says on stderr, for `_death`: a file without a name, so nothing is left behind in the
+        # temporary folder however the coordinator ends (a folder per helper was, after a kill -9 or a
+        # plain exit, whose daemon thread never got to remove it)
+        self._log = tempfile.TemporaryFile()
         env = {k: v for k, v in os.environ.items() if k not in ("KIT_HOME", SPOOL_ENV, OBJECTS_ENV)}
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # read when matplotlib loads
-        with open(self._log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, json.dumps(sorted(modules))],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=self._home,  # not the project: a module there is no third party's to pre-import
-                env=env,
-                start_new_session=True,  # Ctrl-C is the coordinator's to handle (`cancel_running`)
-            )
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, json.dumps(sorted(modules))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=tempfile.gettempdir(),  # not the project: a module there is no third party's to pre-import
+            env=env,
+            start_new_session=True,  # Ctrl-C is the coordinator's to handle (`cancel_running`)
+        )
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._forking: dict[int, _Child] = {}
@@ -190,14 +189,15 @@ class Zygote:
                 child.ended.set()
             self._forking.clear()
             self._running.clear()
-        shutil.rmtree(self._home, ignore_errors=True)
 
     def _death(self) -> str:
         code = self.process.poll()
         try:
-            with open(self._log, errors="replace") as fh:
-                said = "".join(deque(fh, maxlen=15)).strip()
-        except OSError:
+            fd = self._log.fileno()
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, 64 << 10, max(0, size - (64 << 10))).decode(errors="replace")
+            said = "\n".join(tail.splitlines()[-15:]).strip()
+        except (OSError, ValueError):
             said = ""
         return (
             f"the fork engine's helper process (pid {self.process.pid}) exited"
