@@ -345,3 +345,11 @@ def test_the_git_commit_is_asked_once_and_again_after_a_commit(tmp_path, monkeyp
     assert second != first and provenance.git_commit(tmp_path) == second
     git("checkout", "-q", "--detach", first)
     assert provenance.git_commit(tmp_path) == first
+    # a project outside any repository: no commit, and no `git` process to say so
+    outside = tmp_path.parent / (tmp_path.name + "-no-repo")
+    outside.mkdir()
+    monkeypatch.setattr(provenance.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    if not any((d / ".git").exists() for d in outside.parents):
+        calls.clear()
+        assert provenance.git_commit(outside) is None
+        assert calls == []

@@ -24,6 +24,8 @@ def git_commit(root: Path) -> str | None:
     """The project's HEAD commit (`git rev-parse HEAD`), asked again only when what it reads changed:
     a suite's scenarios are one run each, and a `git` process costs 2-3 ms a run."""
     stamps = _head_stamps(root)
+    if stamps == []:  # no repository: nothing to ask
+        return None
     cached = _COMMITS.get(root)
     if stamps is not None and cached is not None and cached[0] == stamps:
         return cached[1]
@@ -38,9 +40,17 @@ def git_commit(root: Path) -> str | None:
 
 
 def _head_stamps(root: Path) -> list | None:
-    """The modification times and sizes of what HEAD resolves through (``.git/HEAD``, the branch's ref,
-    ``packed-refs``), when `root` holds a plain ``.git`` folder; None (ask git every time) otherwise."""
-    git = root / ".git"
+    """What `git rev-parse HEAD` in `root` depends on, cheaply: the modification times and sizes of the
+    repository's ``HEAD``, its branch's ref and ``packed-refs``, found as git finds them (the nearest
+    ``.git`` folder above `root`), or ``[]`` when there is no repository at all. None (ask git every
+    time) when git would look elsewhere: a ``.git`` file (a worktree, a submodule) or ``$GIT_DIR``."""
+    if os.environ.get("GIT_DIR"):
+        return None
+    git = next((d / ".git" for d in (root.resolve(), *root.resolve().parents) if (d / ".git").exists()), None)
+    if git is None:
+        return []
+    if not git.is_dir():
+        return None
     files = [git / "HEAD", git / "packed-refs"]
     try:
         head = files[0].read_text()
@@ -48,30 +58,46 @@ def _head_stamps(root: Path) -> list | None:
         return None
     if head.startswith("ref: "):
         files.append(git / head[5:].strip())
+    return [head, *_stamps(files)]
+
+
+def _stamps(paths: list[Path]) -> list[tuple[int, int] | None]:
+    """Modification times and sizes (None for one missing): a cached answer stands while they are the same."""
     stamps = []
-    for f in files:
+    for path in paths:
         try:
-            stat = f.stat()
+            stat = path.stat()
             stamps.append((stat.st_mtime_ns, stat.st_size))
         except OSError:
             stamps.append(None)
-    return [head, *stamps]
+    return stamps
+
+
+_PACKAGES: tuple[list, str] | None = None
 
 
 def packages_hash() -> str:
     """A digest of the installed distributions, read from their metadata folders' names.
 
     A `*.dist-info` folder is named NAME-VERSION, so listing the folders on sys.path
-    is enough, and far cheaper than reading every distribution's metadata.
+    is enough, and far cheaper than reading every distribution's metadata. Listed again
+    only when a folder on sys.path changed (an install adds or removes an entry).
     """
+    global _PACKAGES
+    folders = [Path(entry or ".") for entry in sys.path]
+    stamps = [str(f) for f in folders] + _stamps(folders)
+    if _PACKAGES is not None and _PACKAGES[0] == stamps:
+        return _PACKAGES[1]
     names = set()
-    for entry in sys.path:
+    for folder in folders:
         try:
-            with os.scandir(entry or ".") as it:
+            with os.scandir(folder) as it:
                 names.update(e.name for e in it if e.name.endswith((".dist-info", ".egg-info")))
         except OSError:
             continue
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    _PACKAGES = (stamps, digest)
+    return digest
 
 
 def provenance(root: Path) -> dict[str, Any]:
