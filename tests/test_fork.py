@@ -432,3 +432,20 @@ def test_kit_leaves_nothing_in_the_temporary_folder(chain, tmp_path):
     result = chain.kit("run", "wf", "--fresh", env={"TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(scratch.iterdir()) == []
+
+
+def test_a_step_starts_without_what_its_workflow_does_not_use_and_may_import_it(project):
+    """The helper carries neither pandas nor what papermill imports for remote notebooks (boto3, pyarrow)
+    unless the workflow uses them; a step importing them all the same gets them."""
+    project.notebook(
+        "a.ipynb",
+        "x: int = 0",
+        'import sys, kit\nkit.output("carried", sorted(m for m in ("boto3", "pyarrow", "pandas") if m in sys.modules))',
+        'import importlib\nkit.output("loaded", importlib.import_module("pyarrow.fs").__name__)',
+    )
+    project.manifest(
+        "workflow: w\nversion: 1\nsteps:\n  a: {notebook: a.ipynb, outputs: {carried: array, loaded: string}}\n"
+    )
+    result = project.kit("run", "wf", "--fresh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _values(project) == {("a", "carried"): [], ("a", "loaded"): "pyarrow.fs"}
