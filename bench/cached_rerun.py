@@ -1,6 +1,6 @@
 """Re-running an unchanged 5-step chain where every step is cached: `kit run` whole process.
 
-DESIGN section 15 target: under 1.5 s. Compared with one plain papermill loop over
+DESIGN section 16 target: under 1.0 s. Compared with one plain papermill loop over
 the same notebooks (papermill has no cache: it runs them all again).
 Run from the repo root: python bench/cached_rerun.py [N]
 """
@@ -31,6 +31,6 @@ table(
     ],
     ("", "median", "min", "max"),
 )
-print(f"\ncached re-run median: {median(reruns):.2f} s   (target < 1.5 s)")
+print(f"\ncached re-run median: {median(reruns):.2f} s   (target < 1.0 s)")
 print(f"ratio papermill loop / kit cached re-run: {loop / median(reruns):.1f}x")
 shutil.rmtree(root, ignore_errors=True)
