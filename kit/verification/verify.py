@@ -322,9 +322,7 @@ def check_scenarios(project: Project, workflow: Workflow, env: str | None, bundl
     runner = _runner(project, workflow, env)
     shown = Progress(len(paths), "scenarios run", enabled=None if progress else False)
     records = []
-    for path in paths:
-        result = runner.run(path)
-        shown.advance(result.name, passed=result.passed)
+    for result in runner.map(runner.run, paths, shown):  # as `kit test`: a scenario a core at once
         records.append(_scenario_record(runner, result, project.root))
         if result.invalid:
             check.fail(f"scenario {result.name}: invalid: {result.invalid.splitlines()[0]}")
