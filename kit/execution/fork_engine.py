@@ -244,8 +244,8 @@ def workflow_imports(notebook: str) -> frozenset[str]:
 
     The workflow's own modules (a ``.py`` file or package beside a notebook) are read, not imported:
     what they import counts, they do not (the zygote never runs workflow code). pandas and pyarrow
-    count when the workflow handles tables (a ``table`` in its manifest, or ``kit.load`` in its code),
-    since kit's kernel side imports them then. Nothing else is warmed on speculation: every module in
+    count when the workflow may handle tables (a ``table`` in its manifest, or a call of ``load(`` in
+    its code: ``kit.load``, and erring towards warm, any other), since kit's kernel side imports them then. Nothing else is warmed on speculation: every module in
     the zygote makes every step's fork and exit dearer (pandas, pyarrow and duckdb: 5 ms a step)."""
     path = Path(notebook).resolve()
     manifest = next((d / "workflow.yaml" for d in path.parents if (d / "workflow.yaml").is_file()), None)

@@ -571,11 +571,13 @@ def _encode(row: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v, default=str) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
 
 
-def _insert(con, table: str, rows: list[dict[str, Any]], keep_existing: bool = False, folder: Path | None = None):
+def _insert(
+    con, table: str, rows: list[dict[str, Any]], keep_existing: bool = False, folder: Path | None = None
+) -> None:
     """INSERT: a row whose key exists already is refused (or, `keep_existing`, skipped), never replaced.
 
-    From `BULK_ROWS` rows on, the rows go to DuckDB as one JSON document (`_insert_bulk`); below, as one
-    ``INSERT ... VALUES`` list of parameters."""
+    From `BULK_ROWS` rows on, the rows go to DuckDB as JSON documents (`_insert_bulk`); below, as
+    ``INSERT ... VALUES`` lists of parameters."""
     verb = "INSERT OR IGNORE INTO" if keep_existing else "INSERT INTO"
     if len(rows) >= BULK_ROWS:
         _insert_bulk(con, verb, table, rows, folder)
@@ -634,10 +636,10 @@ def _insert_bulk(con, verb: str, table: str, rows: list[dict[str, Any]], folder:
 
 
 def _json_document(rows: list[dict[str, Any]]) -> bytes:
-    """The rows as one JSON array, as `json.dumps(rows, default=str)` writes them: orjson (15 ms for
-    100,000 spans), with times and dataclasses left to `default=str` as `json` does; `json` itself when
-    orjson refuses a value (a key that is not a string, an int past 64 bits: its option for such keys
-    doubles the time of every document)."""
+    """The rows as one JSON array holding the values `json.dumps(rows, default=str)` would (compactly
+    written): orjson (15 ms for 100,000 spans), with times and dataclasses left to `default=str` as
+    `json` does; `json` itself when orjson refuses a value (a key that is not a string, an int past 64
+    bits: orjson's option for such keys doubles the time of every document)."""
     import orjson
 
     try:
