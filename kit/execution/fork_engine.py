@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.base.deferred import defer_iri_grammar
+from kit.base.stamps import stamps
 from kit.execution.engines import (
     CANCELLED,
     EXIT_CANNOT_RUN,
@@ -252,7 +253,7 @@ def workflow_imports(notebook: str) -> frozenset[str]:
     notebooks, tables = _manifest_notebooks(manifest) if manifest is not None else (set(), False)
     notebooks = {p for p in {path} | notebooks if p.is_file()}
     cached = _IMPORTS.get(str(path))
-    if cached is not None and cached[0] == _stamps(cached[2]):
+    if cached is not None and cached[0] == stamps(cached[2]):
         return cached[1]
     folders = {p.parent for p in notebooks}
     found: set[str] = set()
@@ -276,21 +277,8 @@ def workflow_imports(notebook: str) -> frozenset[str]:
         found.update(TABLE_MODULES)
     result = frozenset(found)
     files = sorted({*notebooks, *read, *([manifest] if manifest is not None else [])})
-    _IMPORTS[str(path)] = (_stamps(files), result, files)
+    _IMPORTS[str(path)] = (stamps(files), result, files)
     return result
-
-
-def _stamps(files: list[Path]) -> list[tuple[int, int] | None]:
-    """The files' modification times and sizes (None for one gone): what `workflow_imports` read has not
-    changed while these are the same."""
-    stamps = []
-    for f in files:
-        try:
-            stat = f.stat()
-            stamps.append((stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            stamps.append(None)
-    return stamps
 
 
 #: What kit's kernel side imports to read or write a table (`kit.load`, `kit.output` of a DataFrame).
@@ -304,7 +292,7 @@ def _manifest_notebooks(manifest: Path) -> tuple[set[Path], bool]:
     import yaml
 
     try:
-        stamp = _stamps([manifest])[0]
+        stamp = stamps([manifest])[0]
         cached = _MANIFESTS.get(manifest)
         if cached is not None and cached[0] == stamp:
             return cached[1], cached[2]

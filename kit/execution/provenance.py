@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kit.base.stamps import stamps
 from kit.base.version import __version__ as kit_version
 
 _COMMITS: dict[Path, tuple[list, str | None]] = {}
@@ -23,19 +24,19 @@ _COMMITS: dict[Path, tuple[list, str | None]] = {}
 def git_commit(root: Path) -> str | None:
     """The project's HEAD commit (`git rev-parse HEAD`), asked again only when what it reads changed:
     a suite's scenarios are one run each, and a `git` process costs 2-3 ms a run."""
-    stamps = _head_stamps(root)
-    if stamps == []:  # no repository: nothing to ask
+    head = _head_stamps(root)
+    if head == []:  # no repository: nothing to ask
         return None
     cached = _COMMITS.get(root)
-    if stamps is not None and cached is not None and cached[0] == stamps:
+    if head is not None and cached is not None and cached[0] == head:
         return cached[1]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     commit = (out.stdout.strip() or None) if out.returncode == 0 else None
-    if stamps is not None:
-        _COMMITS[root] = (stamps, commit)
+    if head is not None:
+        _COMMITS[root] = (head, commit)
     return commit
 
 
@@ -58,19 +59,7 @@ def _head_stamps(root: Path) -> list | None:
         return None
     if head.startswith("ref: "):
         files.append(git / head[5:].strip())
-    return [head, *_stamps(files)]
-
-
-def _stamps(paths: list[Path]) -> list[tuple[int, int] | None]:
-    """Modification times and sizes (None for one missing): a cached answer stands while they are the same."""
-    stamps = []
-    for path in paths:
-        try:
-            stat = path.stat()
-            stamps.append((stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            stamps.append(None)
-    return stamps
+    return [head, *stamps(files)]
 
 
 _PACKAGES: tuple[list, str] | None = None
@@ -85,8 +74,8 @@ def packages_hash() -> str:
     """
     global _PACKAGES
     folders = [Path(entry or ".") for entry in sys.path]
-    stamps = [str(f) for f in folders] + _stamps(folders)
-    if _PACKAGES is not None and _PACKAGES[0] == stamps:
+    seen = [str(f) for f in folders] + stamps(folders)
+    if _PACKAGES is not None and _PACKAGES[0] == seen:
         return _PACKAGES[1]
     names = set()
     for folder in folders:
@@ -96,7 +85,7 @@ def packages_hash() -> str:
         except OSError:
             continue
     digest = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
-    _PACKAGES = (stamps, digest)
+    _PACKAGES = (seen, digest)
     return digest
 
 
