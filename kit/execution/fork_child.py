@@ -325,6 +325,7 @@ def _warm_up() -> None:
         nbformat.write(sample, path)
         papermill.execute_notebook(path, path, parameters={"x": 1}, prepare_only=True, progress_bar=False)
     _STEP.shell.run_cell("pass", store_history=False, silent=True)
+    _STEP.shell.display_formatter.format(0)  # its formatters are made on first use: here, not in every step
 
 
 def serve_one(task_fd: int, done_fd: int, marker: mmap.mmap, inherited: list[int]) -> NoReturn:
