@@ -157,3 +157,19 @@ def chain(project: Project) -> Project:
         """
     )
     return project
+
+
+def key_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """An ed25519 key pair written as PEM files: FOLDER/NAME.key and FOLDER/NAME.pub."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private, public = folder / f"{name}.key", folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public

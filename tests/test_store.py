@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Project, write_notebook
+from conftest import Project, key_pair, write_notebook
 
 from kit.base.digests import sha256_bytes, sha256_file
 from kit.bundles.store import NoMatch, StoreDamaged, StoreUnavailable, WorkflowStore
@@ -473,21 +473,6 @@ def test_concurrent_promotions_chain(store_url: str):
 # ---- signatures: what kit.yaml trusts ---------------------------------------------------
 
 
-def _key_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private, public = folder / f"{name}.key", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
-
-
 def test_install_checks_signatures_against_trusted_keys(tmp_path: Path):
     from kit.spec.project import Project as KitProject
     from kit.verification.verify import verify
@@ -495,8 +480,8 @@ def test_install_checks_signatures_against_trusted_keys(tmp_path: Path):
     (tmp_path / "store").mkdir()
     owner = make_project(tmp_path / "owner", str(tmp_path / "store"))
     write_workflow(owner)
-    team_key, team_pub = _key_pair(tmp_path, "team")
-    _, stranger_pub = _key_pair(tmp_path, "stranger")
+    team_key, team_pub = key_pair(tmp_path, "team")
+    _, stranger_pub = key_pair(tmp_path, "stranger")
     verify(KitProject(owner.root), "wf", principal="alice", examples=0, sign_key=team_key)
     result = ok(owner.cli("publish", "wf", "--sign", str(team_key)))
     assert "verified before" in result.output  # the signed verification the ledger has

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Project, copy_example
+from conftest import Project, copy_example, key_pair
 
 from kit.bundles import attestation
 from kit.errors import InvalidInput
@@ -144,8 +144,8 @@ def test_a_planted_private_key_fails_the_secret_scan_naming_file_and_line(projec
 
 def test_a_signed_record_checks_with_its_key_and_not_with_another(project: Project, tmp_path_factory):
     keys = tmp_path_factory.mktemp("keys")
-    signing, _ = _key_pair(keys, "team")
-    _, other_public = _key_pair(keys, "other")
+    signing, _ = key_pair(keys, "team")
+    _, other_public = key_pair(keys, "other")
     _demo(project, "kit.output('greeting', 'hello ' + name)")
     result = project.kit("verify", "wf", "--examples", "0", "--sign", str(signing))
     assert result.returncode == 0, _output(result)
@@ -187,21 +187,6 @@ def test_bad_input_is_refused_before_anything_runs(project: Project, tmp_path):
 
 
 # ---- the pieces, without kernels --------------------------------------------------
-
-
-def _key_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private, public = folder / f"{name}.key", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
 
 
 def test_the_scan_finds_key_shapes_and_leaves_the_example_alone(monkeypatch):

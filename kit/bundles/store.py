@@ -490,6 +490,14 @@ class WorkflowStore:
                 return found.version, self.entry(name, found.version)
         return None
 
+    def require_published(self, name: str, version: str) -> tuple[str, dict[str, Any]]:
+        """`published`, or a `NoMatch` listing the versions that are."""
+        found = self.published(name, version)
+        if found is None:
+            listed = ", ".join(v.version for v in self.versions(name)) or "none"
+            raise NoMatch(f"{name}@{version} is not published in {self.url} (published: {listed})")
+        return found
+
     def add_entry(self, entry: dict[str, Any]) -> bool:
         """Publish an index entry, exclusively; False when the version's file exists (nothing written)."""
         name, version = check_name(entry["name"]), entry["version"]

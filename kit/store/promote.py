@@ -58,11 +58,7 @@ def promote(project: Project, ledger: Ledger, ref: str, env: str, principal: str
         raise PermissionDenied(message)
 
     store = open_configured(project, given_store)
-    found = store.published(name, version)
-    if found is None:
-        listed = ", ".join(v.version for v in store.versions(name)) or "none"
-        raise NoMatch(f"{name}@{version} is not published in {store.url} (published: {listed})")
-    version, index_entry = found
+    version, index_entry = store.require_published(name, version)
     yank = store.yank_of(name, version)
     if yank is not None:
         raise InvalidInput(f"{name}@{version} is yanked ({yank.get('reason')}): a yanked version is not promoted")

@@ -18,7 +18,6 @@ from typing import Any
 from kit.bundles.admission import check_record
 from kit.bundles.compose import lock_now
 from kit.bundles.store import (
-    NoMatch,
     VersionTaken,
     WorkflowStore,
     check_name,
@@ -220,11 +219,7 @@ def yank(project: Project, ledger: Ledger, ref: str, reason: str, store_url: str
     if not reason.strip():
         raise InvalidInput("kit yank: --reason must say why")
     store = open_configured(project, store_url)
-    found = store.published(name, version)
-    if found is None:
-        listed = ", ".join(v.version for v in store.versions(name)) or "none"
-        raise NoMatch(f"{name}@{version} is not published in {store.url} (published: {listed})")
-    spelled, entry = found
+    spelled, entry = store.require_published(name, version)
     info = {"name": name, "version": spelled, "bundle_id": entry["bundle_id"], "reason": reason, "principal": principal}
     info["time"] = store_time()
     written = store.yank(name, spelled, info)
