@@ -119,15 +119,6 @@ def statement_of(env: dict[str, Any]) -> dict[str, Any]:
     return stmt
 
 
-def read_envelope(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AttestationError(f"{path}: cannot read the verification record: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise AttestationError(f"{path}: the verification record is not JSON: {exc}") from None
-
-
 def record_digest(env: dict[str, Any]) -> str:
     """The sha256 of the record's statement (its canonical payload): the same however it is signed or indented."""
     return sha256_bytes(payload_of(env))

@@ -10,8 +10,9 @@ the start of the steps that follow it) are gathered in a `Batch` and committed i
 transaction before the coordinator waits again (the run's start joins the first, its end
 the last), so a killed coordinator loses nothing that had completed, and `resume`
 continues from the ledger. Several runs may be driven at once from threads of one
-process (a suite's scenarios): `cancelled` stops them all from another thread. One process drives a run at a time (`kit.ledger.driver`); Ctrl-C or
-SIGTERM ends it `cancelled`, resumable; a full disk fails the step `NoSpace`.
+process (a suite's scenarios): `cancelled` stops them all from another thread. A run is
+driven by one process at a time (`kit.ledger.driver`); Ctrl-C or SIGTERM ends it
+`cancelled`, resumable; a full disk fails the step `NoSpace`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from kit.base.display import brief
 from kit.base.values import jsonable
 from kit.bundles.refs import baseline_workflow
 from kit.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, KitError
-from kit.verification.suite import ScenarioResult, ScenarioRunner, imports_done
+from kit.verification.suite import ScenarioResult, ScenarioRunner
 
 CLASSES = ("regressed", "fixed", "still-failing", "still-passing")
 
@@ -81,10 +81,7 @@ def replay_all(runner: ScenarioRunner, paths: list[Path], baseline_ref: str) -> 
                 )
             return baselines[workflow.name]
 
-    try:
-        return runner.map(lambda path: replay_scenario(runner, path, baseline_of), paths)
-    finally:
-        imports_done()
+    return runner.map(lambda path: replay_scenario(runner, path, baseline_of), paths)
 
 
 def replay_scenario(runner: ScenarioRunner, path: Path, baseline_of) -> ScenarioReplay:

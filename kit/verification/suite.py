@@ -132,24 +132,27 @@ class ScenarioRunner:
                 progress.advance(getattr(result, "name", "") or "", passed=getattr(result, "passed", None))
             return result
 
-        if self.workers <= 1 or len(paths) <= 1:
-            return [one(path) for path in paths]
-        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(paths)), thread_name_prefix="kit-scenario")
-        futures = [pool.submit(one, path) for path in paths]
         try:
-            for future in futures:
-                future.exception()  # waits; interruptible by Ctrl-C here, in the main thread
-        except KeyboardInterrupt:
-            from kit.execution import engines
+            if self.workers <= 1 or len(paths) <= 1:
+                return [one(path) for path in paths]
+            pool = ThreadPoolExecutor(max_workers=min(self.workers, len(paths)), thread_name_prefix="kit-scenario")
+            futures = [pool.submit(one, path) for path in paths]
+            try:
+                for future in futures:
+                    future.exception()  # waits; interruptible by Ctrl-C here, in the main thread
+            except KeyboardInterrupt:
+                from kit.execution import engines
 
-            coordinator.cancelled.set()
-            for future in futures:
-                future.cancel()
-            engines.cancel_running()
+                coordinator.cancelled.set()
+                for future in futures:
+                    future.cancel()
+                engines.cancel_running()
+                pool.shutdown(wait=True)
+                raise
             pool.shutdown(wait=True)
-            raise
-        pool.shutdown(wait=True)
-        return [future.result() for future in futures]
+            return [future.result() for future in futures]
+        finally:
+            imports_done()  # whoever runs scenarios (kit test, kit verify) ends no import midway
 
     def llm_settings(self, scenario: Scenario) -> LLMSettings:
         """Scenarios replay their recorded LLM calls unless they (or $KIT_LLM_MODE) say otherwise."""
@@ -381,7 +384,6 @@ def run_suite(runner: ScenarioRunner, paths: list[Path], progress: bool = False)
         results = runner.map(runner.run, paths, shown)
     finally:
         shown.close()
-        imports_done()
     gates: dict[str, WorkflowGate] = {}
     for result in results:
         if result.workflow is None:
