@@ -99,9 +99,13 @@ def test_an_insert_never_replaces_a_row(project):
     ledger = Ledger(project.root / ".kit" / "ledger.duckdb")
     bundle = {"bundle_id": "b" * 64, "workflow": "w", "version": "1", "lock": {}, "created_at": clock.utcnow()}
     run = {"run_id": "r1", "workflow": "w", "status": "running", "params": {"who": "first"}}
-    ledger.start_run(bundle, run, [{"run_id": "r1", "step_id": "s", "status": "pending"}], AuditEvent("a", "x", "r1"))
+    first = ledger.batch()
+    first.start_run(bundle, run, [{"run_id": "r1", "step_id": "s", "status": "pending"}], AuditEvent("a", "x", "r1"))
+    first.commit()
+    second = ledger.batch()
+    second.start_run(bundle, {**run, "params": {"who": "second"}}, [], AuditEvent("a", "x", "r1"))
     with pytest.raises(Exception, match="(?i)duplicate|constraint"):
-        ledger.start_run(bundle, {**run, "params": {"who": "second"}}, [], AuditEvent("a", "x", "r1"))
+        second.commit()
     assert ledger.run("r1")["params"] == {"who": "first"}
     ledger.release()
 

@@ -138,12 +138,6 @@ class Ledger:
 
     # ---- runs: writes --------------------------------------------------------
 
-    def start_run(
-        self, bundle: dict[str, Any], run: dict[str, Any], steps: list[dict[str, Any]], event: AuditEvent
-    ) -> None:
-        """A new run: its bundle (once per bundle id), its row, a pending row per step, the audit entry."""
-        self.db.write(*_start_run(bundle, run, steps, event))
-
     def resume_run(self, run_id: str, pid: int, event: AuditEvent) -> None:
         self.db.write(
             ("sql", "UPDATE runs SET status = 'running', ended_at = NULL, pid = ? WHERE run_id = ?", [pid, run_id]),
@@ -170,10 +164,6 @@ class Ledger:
 
     # ---- steps: writes -------------------------------------------------------
 
-    def update_step(self, run_id: str, step_id: str, **fields: Any) -> None:
-        """Set fields of a step's row (its status, start, attempts, cache key, ...)."""
-        self.db.write(_update_step(run_id, step_id, fields))
-
     def step_waiting(self, run_id: str, step_id: str, deadline: str | None) -> None:
         """An approval step waits; it keeps the time it first started waiting, and when it expires."""
         self.db.write(
@@ -184,12 +174,6 @@ class Ledger:
                 [utcnow(), deadline, run_id, step_id],
             )
         )
-
-    def record_step(self, step: dict[str, Any], spans: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
-        """One step attempt's result in one transaction: its row's fields, its spans, its outputs."""
-        self.db.write(*_record_step(step, spans, outputs))
-
-    # ---- approvals -----------------------------------------------------------
 
     def record_decision(
         self,
