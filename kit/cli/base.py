@@ -86,9 +86,9 @@ ENGINE = click.option(
     "--engine",
     type=EngineType(),
     default=None,
-    help="How steps execute. papermill: a fresh kernel per step (exact Jupyter semantics); "
-    "warm: a kernel reused per worker, namespace reset per step (fast). "
-    "Default: KIT_ENGINE, else the command's own.",
+    help="How steps execute. fork: a fresh process per step, forked from a helper that has imported what "
+    "the workflow uses (the default); papermill: a fresh kernel per step (exact Jupyter semantics); "
+    "warm: a kernel reused per worker, namespace reset per step (for widgets). Default: KIT_ENGINE, else fork.",
 )
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
