@@ -702,15 +702,17 @@ def _materialize(home: Path, store: ObjectStore, blob: dict[str, Any]) -> Path:
                 raise InvalidInput(f"{blob['kind']} {blob_id[:12]}: a file arrived corrupt (sha256:{d})")
             store.put_bytes(data)
         target = home / f"{blob['kind']}s" / blob_id
-        if not target.is_dir():
+        if target.is_dir():
+            _write_files(blob, store, target)  # a folder written before (another process): every file re-checked
+        else:
             fresh = target.with_name(f".{blob_id}-{uuid.uuid4().hex[:8]}")
             _write_files(blob, store, fresh)
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(fresh, target)
-            except OSError:  # another process of this worker's directory won: use its copy
+            except OSError:  # another process of this worker's directory won: use its copy, checked
                 shutil.rmtree(fresh, ignore_errors=True)
-        _write_files(blob, store, target)  # re-checks every file of a folder written before
+                _write_files(blob, store, target)
         _MATERIALIZED[blob_id] = target
         return target
 
