@@ -449,3 +449,36 @@ def test_a_step_starts_without_what_its_workflow_does_not_use_and_may_import_it(
     result = project.kit("run", "wf", "--fresh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert _values(project) == {("a", "carried"): [], ("a", "loaded"): "pyarrow.fs"}
+
+
+def test_a_helper_started_ahead_of_a_command_that_runs_no_step_leaves_nothing_behind(project):
+    """`kit run` and `kit test` start the helper before they read the workflow; when they end without
+    running a step (a wrong name here, all cached elsewhere), the helper, never told what to import, exits."""
+    import psutil
+
+    mark = f"kit-test-{os.getpid()}-{time.monotonic_ns()}"
+    result = project.kit("run", "no-such-workflow", env={"KIT_TEST_MARK": mark})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+    def marked() -> list[int]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("KIT_TEST_MARK") == mark:
+                    found.append(process.pid)
+            except psutil.Error:
+                pass
+        return found
+
+    deadline = time.monotonic() + 30
+    while marked() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked() == []
+
+    fork_engine.prestart()  # the same, watched from inside: it is there, then gone once its stdin closes
+    helper = fork_engine._ZYGOTE
+    try:
+        assert helper is not None and helper.modules is None and helper.process.poll() is None
+    finally:
+        helper.close()
+    assert helper.process.wait(60) == 0

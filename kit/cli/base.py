@@ -104,6 +104,15 @@ SCHEDULER = click.option(
 )
 
 
+def start_engine_early(engine: str, executor: str | None, scheduler: str | None) -> None:
+    """Start the fork engine's helper before the command reads its workflow, when its steps will fork
+    here (not on a Dask cluster): the helper's imports overlap the command's own start."""
+    if engine == "fork" and executor != "dask" and not scheduler:
+        from kit.execution.fork_engine import prestart
+
+        prestart()
+
+
 def executor_factory(executor: str | None, scheduler: str | None):
     """None for the local executor; for dask, a factory connected to the scheduler (exit 2 if it cannot be)."""
     if executor == "local" and scheduler:

@@ -16,6 +16,7 @@ from kit.cli.base import (
     executor_factory,
     pass_context,
     report_outcome,
+    start_engine_early,
 )
 from kit.errors import InvalidInput
 
@@ -92,8 +93,11 @@ def run(
     otlp: str | None,
 ) -> None:
     """Run WORKFLOW: a workflow.yaml, a folder holding one, or a workflow's name."""
-    from kit.execution.coordinator import Coordinator, RunRequest
     from kit.execution.engines import default_engine
+
+    engine = engine or default_engine("run")
+    start_engine_early(engine, executor, scheduler)
+    from kit.execution.coordinator import Coordinator, RunRequest
     from kit.spec.policy import resolve_principal
     from kit.store.install import manifest_to_run
 
@@ -113,7 +117,7 @@ def run(
             env=env,
             workers=workers,
             fresh=fresh,
-            engine=engine or default_engine("run"),
+            engine=engine,
         )
     )
     report_outcome(ctx, outcome)

@@ -14,6 +14,7 @@ from kit.cli.base import (
     cli,
     executor_factory,
     pass_context,
+    start_engine_early,
     writable,
 )
 from kit.errors import InvalidInput, KitError
@@ -56,6 +57,10 @@ def test_command(
     left resumable."""
     from pathlib import Path
 
+    from kit.execution.engines import default_engine
+
+    engine = engine or default_engine("test")
+    start_engine_early(engine, executor, scheduler)
     from kit.verification.suite import ScenarioRunner, report_text, run_suite, select_scenarios, write_junit
 
     roots = [Path(p) for p in paths] or [ctx.project.root / "scenarios"]

@@ -1,9 +1,9 @@
 """What runs in a step's forked process (the fork engine, DESIGN section 13): its notebook's cells on
 IPython, the way a Jupyter kernel runs them, in papermill's format.
 
-The fork engine's helper (`kit.execution.fork_engine.serve`) calls `prepare` once: it
-imports what steps use and creates ipykernel's shell, so that every process forked from
-it starts warm. Each forked process then calls `serve_one`: it waits for a step, executes it, and exits:
+The fork engine's helper (`kit.execution.fork_engine.serve`) calls `prepare_shell` and
+`prepare` once: they create ipykernel's shell and import what steps use, so that every
+process forked from it starts warm. Each forked process then calls `serve_one`: it waits for a step, executes it, and exits:
 
 - it becomes the step: the working directory, the environment the coordinator computed
   (`kernel_environment`), ``''`` first on `sys.path`, SIGINT raising KeyboardInterrupt (a
@@ -184,10 +184,11 @@ class _Stream(io.TextIOBase):
 
 
 class _Step:
-    """This process's shell and relay (made by `prepare`), and what the step running in it needs."""
+    """This process's shell and relay (made by `prepare_shell`), and what the step running in it needs."""
 
     shell: ZMQInteractiveShell
     session: _Relay
+    failed: list[str]  # what `prepare_shell` could not import
     source: Any = None  # the user's notebook, to count cells as the user does
     marker: mmap.mmap | None = None  # shared with the helper: the cell running, if the process dies
     executed: Any = None  # the notebook papermill executes (its metadata, outputs)
@@ -283,12 +284,12 @@ def _run_cell(source: str, receive: Any, store_history: bool) -> dict[str, Any]:
     return reply
 
 
-def prepare(modules: list[str]) -> list[str]:
-    """Warm this interpreter for forking (in the helper, once): create the shell, import `modules`.
+def prepare_shell() -> None:
+    """Warm this interpreter for forking (in the helper, once), before the workflow is known: create the
+    shell, import what every step needs (`BASE_MODULES`) and run kit's own sample through it.
 
-    Returns the modules that failed to import: a step importing one meets the same
-    error in its own cell. The shell exists first, so that a module integrating with
-    IPython on import (matplotlib's inline backend) finds it, as in a kernel.
+    The shell exists first, so that a module integrating with IPython on import (matplotlib's
+    inline backend) finds it, as in a kernel.
     """
     config = Config()
     config.HistoryManager.hist_file = ":memory:"  # as nbclient starts papermill's kernels
@@ -300,15 +301,29 @@ def prepare(modules: list[str]) -> list[str]:
     quiet = logging.getLogger("papermill")  # its messages are the coordinator's business, not the notebook's
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
+    _STEP.failed = _import_all(BASE_MODULES)
+    _warm_up()
+
+
+def prepare(modules: list[str]) -> list[str]:
+    """Finish warming (after `prepare_shell`): import the workflow's `modules`, then freeze what is shared.
+
+    Returns the modules that failed to import: a step importing one meets the same
+    error in its own cell.
+    """
+    failed = _STEP.failed + _import_all(modules)
+    gc.collect()
+    gc.freeze()  # the collector never touches what every child shares: forks stay cheap
+    return failed
+
+
+def _import_all(modules: tuple[str, ...] | list[str]) -> list[str]:
     failed = []
-    for name in (*BASE_MODULES, *modules):
+    for name in modules:
         try:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001 - any import error is the step's to meet
             failed.append(name)
-    _warm_up()
-    gc.collect()
-    gc.freeze()  # the collector never touches what every child shares: forks stay cheap
     return failed
 
 
