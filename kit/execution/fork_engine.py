@@ -167,11 +167,14 @@ class Zygote:
                 pass
 
     def close(self) -> None:
-        """End the zygote now, and the steps it runs (it kills them when its stdin closes)."""
+        """End the zygote now, and the steps it runs (it kills them when its stdin closes). One never told
+        what to import (`prestart`) has forked nothing: it is killed, not left to finish its imports."""
         try:
             self.process.stdin.close()
         except OSError:
             pass
+        if self.modules is None:
+            self.process.kill()
 
     def _send(self, message: dict[str, Any]) -> None:
         self.process.stdin.write(json.dumps(message).encode() + b"\n")
