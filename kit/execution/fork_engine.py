@@ -9,7 +9,7 @@ modules, the processes it started) can be seen by the next, which is another pro
   coordinator, whose DuckDB and ZMQ threads make fork unsafe. It imports kit, IPython,
   papermill and the modules the workflow's notebooks and its own modules import (found
   statically, `workflow_imports`; pandas and pyarrow when it handles tables), creates the IPython shell
-  (`kit.execution.fork_child.prepare`), and then only forks: it never runs a step's code. A
+  (`kit.execution.fork_child.prepare_shell`, `prepare`), and then only forks: it never runs a step's code. A
   workflow importing modules the zygote lacks gets a new zygote (with both sets); the
   old one retires once its steps have ended.
 - Its protocol: JSON lines. Requests on its stdin: first the modules to import, then ``fork``
@@ -18,7 +18,7 @@ modules, the processes it started) can be seen by the next, which is another pro
   its steps and exit. A command that will run steps starts it before it has read its
   workflow (`prestart`): the helper imports IPython and papermill (most of its start) while
   the command reads the workflow and the ledger, and the first step sends the rest.
-- The step's process (`kit.execution.fork_child.run`) leads its own session, executes the
+- The step's process (`kit.execution.fork_child.serve_one`) leads its own session, executes the
   notebook and writes its outcome to the spool. The coordinator registers its pid with
   `running_step`, so `cancel_running` and the `Watchdog` (a timeout: SIGINT, then SIGKILL
   of the process tree) reach it. When it ends, the zygote, its parent, kills its process
