@@ -121,6 +121,10 @@ def replay(
     """Run SCENARIOS on the baseline bundle and on the current one; report what changed."""
     from pathlib import Path
 
+    from kit.execution.engines import default_engine
+
+    engine = engine or default_engine("replay")
+    start_engine_early(engine, executor, scheduler)
     from kit.spec.scenario import discover
     from kit.verification import replay as rp
     from kit.verification.suite import ScenarioRunner
