@@ -434,6 +434,18 @@ def test_kit_leaves_nothing_in_the_temporary_folder(chain, tmp_path):
     assert list(scratch.iterdir()) == []
 
 
+def test_a_module_left_in_the_temporary_folder_is_never_imported_by_the_helper(chain, tmp_path):
+    """The helper works in the temporary folder, which anyone may write to: a `psutil.py` left there
+    (a module the helper imports) must not shadow the real one, nor run."""
+    scratch = tmp_path / "shared-tmp"
+    scratch.mkdir()
+    ran = tmp_path / "ran.txt"
+    (scratch / "psutil.py").write_text(f"open({str(ran)!r}, 'a').write('ran')\nraise ImportError('planted')\n")
+    result = chain.kit("run", "wf", "--fresh", env={"TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not ran.exists()
+
+
 def test_a_step_starts_without_what_its_workflow_does_not_use_and_may_import_it(project):
     """The helper carries neither pandas nor what papermill imports for remote notebooks (boto3, pyarrow)
     unless the workflow uses them; a step importing them all the same gets them."""

@@ -114,7 +114,8 @@ class Zygote:
         env = {k: v for k, v in os.environ.items() if k not in ("KIT_HOME", SPOOL_ENV, OBJECTS_ENV)}
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # read when matplotlib loads
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT],
+            # -P: nothing from its working folder (the shared temporary folder) can shadow a module it imports
+            [sys.executable, "-P", "-c", _BOOT],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
