@@ -261,3 +261,22 @@ def test_the_failing_cell_is_counted_in_the_users_notebook(project):
     assert step["error_cell"] == 2  # 0 the title, 1 the parameters, 2 the cell that raised
     executed = nbformat.read(step["executed_notebook"], as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)  # papermill added cells
+
+
+def test_an_engine_that_breaks_fails_the_step_saying_so_instead_of_the_run(project):
+    """A fault of the engine itself (not of the step's code) is the step's EngineError, with the
+    traceback kept for whoever mends the engine; the coordinator goes on as the manifest says."""
+    from kit.execution.engines import ENGINES, Engine
+
+    def broken(task: StepTask):
+        raise RuntimeError("the engine lost its way")
+
+    notebook = project.notebook("a.ipynb", "x: int = 0", "y = x")
+    ENGINES.register("broken", Engine("broken", "none", broken))
+    try:
+        result = execute_step(_task(project.root / ".kit", "a", notebook, "broken"))
+    finally:
+        ENGINES.reset()
+    assert result.status == "failed" and result.error_type == "EngineError"
+    assert result.error_message == "the broken engine could not execute the step: RuntimeError: the engine lost its way"
+    assert "Traceback" in result.traceback and "the engine lost its way" in result.traceback

@@ -274,6 +274,24 @@ def test_rich_outputs_magics_and_tracebacks_look_as_jupyter_shows_them(project):
     assert "\x1b[" in error.traceback[0] and "Cell In[7], line 3" in re.sub(r"\x1b\[[0-9;]*m", "", error.traceback[2])
 
 
+def test_a_cell_too_deep_for_the_parser_fails_its_own_step_and_no_other(project):
+    """The helper's static import scan reads every notebook of the workflow: a cell nested too deeply for
+    Python's parser must not break the scan (and with it every step), only its own step, as a kernel does."""
+    project.notebook("deep.ipynb", "x: int = 0", "y = 0" + "+1" * 100_000)
+    project.notebook("fine.ipynb", "x: int = 0", "import kit\nkit.output('y', x + 1)")
+    project.manifest(
+        "workflow: w\nversion: 1\nsteps:\n"
+        "  deep: {notebook: deep.ipynb}\n"
+        "  fine: {notebook: fine.ipynb, outputs: {y: integer}}\n"
+    )
+    result = project.kit("run", "wf", "--fresh")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    steps = {s["step_id"]: s for s in project.sql("select step_id, status, error_type from steps")}
+    assert steps["fine"]["status"] == "succeeded" and steps["deep"]["status"] == "failed"
+    assert steps["deep"]["error_type"] == "RecursionError"
+    assert _values(project) == {("fine", "y"): 1}
+
+
 def test_a_step_opening_a_widget_says_it_needs_a_real_kernel(project):
     project.notebook("w.ipynb", "x: int = 0", "import ipywidgets\nipywidgets.IntSlider(value=x)")
     project.manifest("workflow: w\nversion: 1\nsteps:\n  w: {notebook: w.ipynb}\n")

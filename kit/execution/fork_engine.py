@@ -383,7 +383,7 @@ def _imports(chunks: list[str]) -> set[str]:
     for chunk in chunks:
         try:
             tree = ast.parse(chunk)
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError, MemoryError):  # the step's own cell meets it, and says so
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

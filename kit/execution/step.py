@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from kit.base.clock import new_span_id, utcnow
 from kit.base.jsonl import read_jsonl
 from kit.errors import NoSpace, is_no_space
-from kit.execution.engines import get_engine
+from kit.execution.engines import NotebookOutcome, get_engine
 from kit.execution.task import OutputRecord, StepResult, StepTask
 from kit.kernel.api import OUTPUTS_DIR, SECRETS_FILE, SPANS_FILE
 from kit.kernel.calls import CALLS_FILE
@@ -59,7 +60,16 @@ def _execute(task: StepTask, spool: Path, started_at: str, t0: float) -> StepRes
     spool.mkdir(parents=True)
     Path(task.output_notebook).parent.mkdir(parents=True, exist_ok=True)
 
-    outcome = get_engine(task.engine).execute(task)
+    try:
+        outcome = get_engine(task.engine).execute(task)
+    except Exception as exc:  # the engine's own fault, not the step's code: the step fails, the run goes on
+        if isinstance(exc, OSError) and is_no_space(exc):
+            raise
+        outcome = NotebookOutcome(
+            error_type="EngineError",
+            error_message=f"the {task.engine} engine could not execute the step: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
     if not outcome.ok and is_no_space(Exception(outcome.error_message or "")):
         raise OSError(errno.ENOSPC, outcome.error_message)
     duration_ms = (time.perf_counter() - t0) * 1000
