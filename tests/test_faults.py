@@ -142,7 +142,7 @@ kit.output("done", True)
 """
 
 
-@pytest.mark.parametrize("how", ["sigint-to-group", "sigterm"])
+@pytest.mark.parametrize("how", ["sigint-to-group", "sigterm", "sigint-three-times"])
 def test_an_interrupted_run_ends_cancelled_stops_its_processes_and_resumes(project, how):
     project.notebook("slow.ipynb", "x: int = 0", SLOW)
     project.manifest(
@@ -171,7 +171,9 @@ def test_an_interrupted_run_ends_cancelled_stops_its_processes_and_resumes(proje
     if how == "sigterm":
         proc.send_signal(signal.SIGTERM)
     else:
-        os.killpg(proc.pid, signal.SIGINT)
+        for _ in range(3 if how == "sigint-three-times" else 1):  # the impatient press again while it cancels
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.01)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "cancelled" in err

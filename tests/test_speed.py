@@ -85,7 +85,10 @@ def test_scenarios_run_concurrently_on_two_workers(tmp_path):
     assert {r["engine"] for r in runs} == {"fork"}
 
 
-def test_ctrl_c_cancels_every_running_scenario_and_leaves_them_resumable(tmp_path):
+@pytest.mark.parametrize("presses", [1, 3])
+def test_ctrl_c_cancels_every_running_scenario_and_leaves_them_resumable(tmp_path, presses):
+    """Once or three times in quick succession (an impatient user): more presses during the cancellation
+    must not cut it short, leaving runs `running` or the interpreter aborting."""
     project = _meeting_project(tmp_path)
     place = tmp_path / "rendezvous"
     for name in ("a", "b"):  # each waits (up to 60 s) for a file nobody writes yet
@@ -102,10 +105,12 @@ def test_ctrl_c_cancels_every_running_scenario_and_leaves_them_resumable(tmp_pat
     while not ((place / "a").exists() and (place / "b").exists()):
         assert time.monotonic() < deadline and proc.poll() is None, "the two scenarios never ran at once"
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
+    for _ in range(presses):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.01)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
-    assert "Traceback" not in err and "cancelled" in err
+    assert "Traceback" not in err and "terminate called" not in err and "cancelled" in err
     ledger = project.ledger()
     runs = ledger.rows("SELECT run_id, scenario_id, status FROM runs ORDER BY scenario_id")
     assert [(r["scenario_id"], r["status"]) for r in runs] == [("meeting/a", "cancelled"), ("meeting/b", "cancelled")]

@@ -234,6 +234,8 @@ def main() -> None:
     try:
         cli.main(prog_name="kit", standalone_mode=False)
     except click.exceptions.Abort:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # what was running is cancelled: let the exit finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _fail("interrupted (a run in progress was cancelled; `kit resume RUN` continues it)", 130)
     except click.exceptions.ClickException as exc:
         exc.show()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from kit.base import backoff
+from kit.base import backoff, interrupts
 from kit.base.clock import ledger_time, new_run_id, new_span_id, now, utcnow
 from kit.base.digests import canonical_bytes, canonical_json, digest
 from kit.base.progress import Progress
@@ -524,7 +524,8 @@ class Coordinator:
                     self._finish(state, result, failures, progress)
                     sorter.done(task.step_id)
         except KeyboardInterrupt:
-            self._stop(state, running, "cancelled", "interrupted (Ctrl-C or SIGTERM)")
+            with interrupts.held():  # a second Ctrl-C must not leave the run `running`
+                self._stop(state, running, "cancelled", "interrupted (Ctrl-C or SIGTERM)")
             raise
         except Exception as exc:  # a fault (a full disk, a busy ledger): end the run failed, if the ledger lets us
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"

@@ -141,13 +141,15 @@ class ScenarioRunner:
                 for future in futures:
                     future.exception()  # waits; interruptible by Ctrl-C here, in the main thread
             except KeyboardInterrupt:
+                from kit.base import interrupts
                 from kit.execution import engines
 
-                coordinator.cancelled.set()
-                for future in futures:
-                    future.cancel()
-                engines.cancel_running()
-                pool.shutdown(wait=True)
+                with interrupts.held():  # a second Ctrl-C must not cut the cancellation short
+                    coordinator.cancelled.set()
+                    for future in futures:
+                        future.cancel()
+                    engines.cancel_running()
+                    pool.shutdown(wait=True)
                 raise
             pool.shutdown(wait=True)
             return [future.result() for future in futures]
