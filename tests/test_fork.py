@@ -355,6 +355,26 @@ def test_fork_and_papermill_give_the_same_outputs_and_executed_notebooks(chain):
         assert fork[step] == papermill[step], step
 
 
+def test_a_step_that_closes_its_standard_descriptors_still_prints_as_under_papermill(project):
+    """A cell closing fds 1 and 2 (and a file then opened taking number 1) must not fail the step on fork
+    nor leak the file into the output: its prints reach the notebook, as in a kernel."""
+    project.notebook(
+        "closing.ipynb",
+        "x: int = 0",
+        "import os\nos.close(1)\nos.close(2)\nprint('after', x)\n"
+        "f = open('taken.txt', 'w')\nf.write('a file, not output\\n')\nf.flush()\nprint('still', f.fileno())",
+    )
+    project.manifest("workflow: w\nversion: 1\nsteps:\n  c: {notebook: closing.ipynb}\n")
+    notebooks = {}
+    for engine in ("fork", "papermill"):
+        result = project.kit("run", "wf", "--fresh", "--engine", engine)
+        assert result.returncode == 0, result.stdout + result.stderr
+        notebooks[engine] = _executed(project, _run_id(result))["c"]
+    assert notebooks["fork"] == notebooks["papermill"]
+    printed = "".join("".join(o.get("text", "")) for c in notebooks["fork"]["cells"] for o in c.get("outputs", []))
+    assert printed == "after 0\nstill 1\n"
+
+
 def test_kit_test_on_the_example_gives_the_same_verdicts_and_notebooks_on_fork_warm_and_papermill(tmp_path):
     project = Project(tmp_path)
     copy_example(tmp_path, scenarios=True)

@@ -123,11 +123,13 @@ class _Relay(Session):
 class _Stream(io.TextIOBase):
     """The step's sys.stdout or sys.stderr, as ipykernel's `OutStream`: buffered, then sent as a stream
     message when flushed (explicitly, before a display, a result or a traceback, at the end of the cell,
-    and `FLUSH_INTERVAL` after a write). It also collects what was written to its file descriptor."""
+    and `FLUSH_INTERVAL` after a write). It also collects what was written to its file descriptor, `fd`,
+    through `capture`, a descriptor of its own on the same file: the step may close `fd` (or open
+    another file that takes its number) and its prints still reach the cell, as in a kernel."""
 
-    def __init__(self, name: str, fd: int, session: _Relay, shell: ZMQInteractiveShell):
+    def __init__(self, name: str, fd: int, capture: int, session: _Relay, shell: ZMQInteractiveShell):
         super().__init__()
-        self.name, self._fd, self._session, self._shell = name, fd, session, shell
+        self.name, self._fd, self._capture, self._session, self._shell = name, fd, capture, session, shell
         self._pid = os.getpid()
         self._parts: list[str] = []
         self._since: float | None = None
@@ -151,7 +153,7 @@ class _Stream(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text)}")
         if os.getpid() != self._pid:  # a process this step forked: through the descriptor we collect
-            os.write(self._fd, text.encode("utf-8", "replace"))
+            os.write(self._capture, text.encode("utf-8", "replace"))
             return len(text)
         with self._lock:
             self._collect()
@@ -165,9 +167,9 @@ class _Stream(io.TextIOBase):
         return len(text)
 
     def _collect(self) -> None:
-        size = os.fstat(self._fd).st_size
+        size = os.fstat(self._capture).st_size
         if size > self._read_at:
-            data = os.pread(self._fd, size - self._read_at, self._read_at)
+            data = os.pread(self._capture, size - self._read_at, self._read_at)
             self._read_at += len(data)
             self._parts.append(self._decoder.decode(data))
 
@@ -415,7 +417,8 @@ def _become_step(request: dict[str, Any]) -> None:
     for fd, name in ((1, "stdout"), (2, "stderr")):
         with tempfile.TemporaryFile() as capture:
             os.dup2(capture.fileno(), fd)
-        setattr(sys, name, _Stream(name, fd, _STEP.session, _STEP.shell))
+            own = os.dup(capture.fileno())  # not inherited by what the step executes
+        setattr(sys, name, _Stream(name, fd, own, _STEP.session, _STEP.shell))
     if "numpy.random" in sys.modules:
         sys.modules["numpy.random"].seed()
 
