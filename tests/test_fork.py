@@ -445,6 +445,61 @@ def test_a_workflow_importing_more_gets_a_new_helper_and_the_old_one_retires(pro
         fork_engine._zygote_for(str(first)).close()
 
 
+def test_a_step_is_never_handed_to_a_helper_another_workflow_just_retired(project, monkeypatch):
+    """Choosing the helper and asking it to fork are one act: a step of another workflow, which retires
+    that helper for a bigger one, waits until the fork is asked (a retired helper with nothing running
+    exits, and a fork asked of it then fails)."""
+    import threading
+
+    first = project.notebook("a.ipynb", "x: int = 0", "import json")
+    project.manifest("workflow: w\nversion: 1\nsteps:\n  a: {notebook: a.ipynb}\n")
+    other = project.notebook("sub/b.ipynb", "x: int = 0", "import csv")
+    project.manifest("workflow: v\nversion: 1\nsteps:\n  b: {notebook: b.ipynb}\n", folder="wf/sub")
+    spool = project.root / "spool"
+    spool.mkdir()
+    request = {
+        "notebook": str(first),
+        "output_notebook": str(spool / "a.ipynb"),
+        "parameters": {"x": 1},
+        "kernel_name": "python3",
+        "workdir": str(first.parent),
+        "env": {"PATH": os.environ["PATH"]},
+        "outcome": str(spool / "outcome.json"),
+        "crash": str(spool / "crash.txt"),
+    }
+    asking = threading.Event()
+    fork = fork_engine.Zygote.fork
+
+    def slow_fork(self, message):  # the moment the other workflow's step comes in
+        asking.set()
+        time.sleep(1.0)
+        return fork(self, message)
+
+    monkeypatch.setattr(fork_engine.Zygote, "fork", slow_fork)
+    children: list = []
+
+    def run_step() -> None:
+        try:
+            children.append(fork_engine._fork_step(str(first), request))
+        except fork_engine.ZygoteFailed as exc:
+            children.append(exc)
+
+    step = threading.Thread(target=run_step)
+    step.start()
+    try:
+        assert asking.wait(60)
+        bigger = fork_engine._zygote_for(str(other))  # retires the first helper
+        step.join(60)
+        child = children[0]
+        assert not isinstance(child, Exception), child
+        assert child.ended.wait(60)
+        assert child.failure is None and child.code == 0, child.failure
+        assert json.loads(Path(request["outcome"]).read_text())["error_type"] is None
+    finally:
+        step.join(60)
+        bigger.close()
+
+
 def test_a_helper_that_dies_fails_the_step_saying_what_it_said(tmp_path, monkeypatch):
     """The helper's last words (its stderr) reach the step's error; the file they were kept in has no name."""
     (tmp_path / "dies_loudly.py").write_text(

@@ -234,20 +234,33 @@ _ZYGOTE_LOCK = threading.Lock()
 
 def _zygote_for(notebook: str) -> Zygote:
     """The zygote that has imported what `notebook`'s workflow imports: the current one, or a new one."""
-    global _ZYGOTE
     modules = workflow_imports(notebook)
     with _ZYGOTE_LOCK:
-        current = _ZYGOTE
-        if current is not None and current.usable():
-            if current.modules is None:  # started ahead (`prestart`): this workflow is its first
-                current.begin(modules)
-                return current
-            if modules <= current.modules:
-                return current
-            modules |= current.modules  # workflows taking turns do not restart it each time
-            current.retire()
-        _ZYGOTE = Zygote(modules)
-        return _ZYGOTE
+        return _choose(modules)
+
+
+def _fork_step(notebook: str, request: dict[str, Any]) -> _Child:
+    """Fork `request` on the zygote for `notebook`, chosen and asked under one lock: another workflow's
+    step cannot retire it in between (a retired zygote with nothing running exits, failing the fork)."""
+    modules = workflow_imports(notebook)
+    with _ZYGOTE_LOCK:
+        return _choose(modules).fork(request)
+
+
+def _choose(modules: frozenset[str]) -> Zygote:
+    """With `_ZYGOTE_LOCK` held: the current zygote if it has `modules`, else a new one with both sets."""
+    global _ZYGOTE
+    current = _ZYGOTE
+    if current is not None and current.usable():
+        if current.modules is None:  # started ahead (`prestart`): this workflow is its first
+            current.begin(modules)
+            return current
+        if modules <= current.modules:
+            return current
+        modules |= current.modules  # workflows taking turns do not restart it each time
+        current.retire()
+    _ZYGOTE = Zygote(modules)
+    return _ZYGOTE
 
 
 def prestart() -> None:
@@ -414,7 +427,7 @@ def run_fork(task: StepTask) -> NotebookOutcome:
     failure = None
     with running_step(task.run_id) as step, Watchdog(task.timeout, step, what="process") as watchdog:
         try:
-            child = _zygote_for(task.notebook).fork(request)
+            child = _fork_step(task.notebook, request)
             if not child.forked.wait(START_TIMEOUT):
                 raise ZygoteFailed(f"the fork engine's helper did not fork the step in {START_TIMEOUT:g}s")
             if child.failure:
