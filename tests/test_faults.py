@@ -132,6 +132,38 @@ def test_a_full_disk_fails_the_step_leaves_nothing_behind_and_resume_works_after
 # --------------------------------------------------------------------------- Ctrl-C and SIGTERM
 
 
+def test_under_nohup_a_closed_terminal_does_not_stop_a_run(project):
+    """SIGHUP cancels a run like Ctrl-C, unless the command was started ignoring it (nohup): then it runs on."""
+    project.notebook(
+        "wait.ipynb",
+        "x: int = 0",
+        "import kit, pathlib, time\npathlib.Path('../started').touch()\n"
+        "for _ in range(600):\n    if pathlib.Path('../go').exists():\n        break\n    time.sleep(0.1)\n"
+        "kit.output('done', True)",
+    )
+    project.manifest("workflow: w\nversion: 1\nsteps:\n  wait: {notebook: wait.ipynb, outputs: {done: boolean}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit.cli", "run", "wf"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup starts it
+    )
+    deadline = time.monotonic() + 60
+    while not (project.root / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the step never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    (project.root / "go").touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert project.sql("select status from runs")[0]["status"] == "succeeded"
+
+
 SLOW = """
 import kit, pathlib, subprocess, time
 child = subprocess.Popen(["sleep", "300"])
@@ -142,7 +174,7 @@ kit.output("done", True)
 """
 
 
-@pytest.mark.parametrize("how", ["sigint-to-group", "sigterm", "sigint-three-times"])
+@pytest.mark.parametrize("how", ["sigint-to-group", "sigterm", "sighup", "sigint-three-times"])
 def test_an_interrupted_run_ends_cancelled_stops_its_processes_and_resumes(project, how):
     project.notebook("slow.ipynb", "x: int = 0", SLOW)
     project.manifest(
@@ -168,8 +200,8 @@ def test_an_interrupted_run_ends_cancelled_stops_its_processes_and_resumes(proje
     assert pid_file.exists(), "the step never started"
     time.sleep(0.5)
     child = int(pid_file.read_text())
-    if how == "sigterm":
-        proc.send_signal(signal.SIGTERM)
+    if how in ("sigterm", "sighup"):  # a service manager stopping it; the terminal it ran in closed
+        proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
     else:
         for _ in range(3 if how == "sigint-three-times" else 1):  # the impatient press again while it cancels
             os.killpg(proc.pid, signal.SIGINT)

@@ -223,19 +223,24 @@ def writable(path: str, option: str) -> None:
 
 
 def _terminate(signum, frame) -> None:
-    """SIGTERM ends a command the way Ctrl-C does: a run is cancelled and left resumable."""
+    """SIGTERM (and SIGHUP: the terminal closed) ends a command the way Ctrl-C does: a run is cancelled
+    and left resumable."""
     raise KeyboardInterrupt
 
 
 def main() -> None:
     import signal
 
+    from kit.base import interrupts
+
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, a closed terminal is no stop
+        signal.signal(signal.SIGHUP, _terminate)
     try:
         cli.main(prog_name="kit", standalone_mode=False)
     except click.exceptions.Abort:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # what was running is cancelled: let the exit finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in interrupts.SIGNALS:  # what was running is cancelled: let the exit finish
+            signal.signal(sig, signal.SIG_IGN)
         _fail("interrupted (a run in progress was cancelled; `kit resume RUN` continues it)", 130)
     except click.exceptions.ClickException as exc:
         exc.show()
