@@ -9,6 +9,7 @@ generated boundary cases where the test is not about verification, to stay quick
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -294,13 +295,15 @@ def test_bad_stores_and_specs(owner: Project, user: Project, store_url: str, tmp
 # ---- races and interruptions --------------------------------------------------------
 
 
-def test_an_index_entry_is_created_once(store_url: str):
+@pytest.mark.parametrize("spellings", [["1.0.0"], ["1", "1.0", "1.0.0", "v1.0"]])
+def test_an_index_entry_is_created_once(store_url: str, spellings: list[str]):
+    """Eight publishers race for one version, spelled alike or (PEP 440 equal) differently: one wins."""
     store = WorkflowStore.open(store_url)
     results = []
     start = threading.Barrier(8)
 
     def publish(n: int) -> None:
-        entry = {"name": "race", "version": "1.0.0", "bundle_id": f"{n:064x}"}
+        entry = {"name": "race", "version": spellings[n % len(spellings)], "bundle_id": f"{n:064x}"}
         start.wait()
         results.append((n, store.add_entry(entry)))
 
@@ -311,7 +314,33 @@ def test_an_index_entry_is_created_once(store_url: str):
         t.join()
     winners = [n for n, created in results if created]
     assert len(winners) == 1
-    assert store.entry("race", "1.0.0")["bundle_id"] == f"{winners[0]:064x}"
+    assert [v.version for v in store.versions("race")] == [spellings[winners[0] % len(spellings)]]
+    assert store.published("race", "1.0.0")[1]["bundle_id"] == f"{winners[0]:064x}"
+
+
+def test_a_version_claimed_by_a_publisher_killed_before_its_entry_is_completed(store_url: str):
+    """The claim holds the whole entry: the next publisher of an equal version writes it and loses to it."""
+    store = WorkflowStore.open(store_url)
+    first = {"name": "echo", "version": "2.0", "bundle_id": "a" * 64}
+    assert store._create(store._path("index", "echo", ".claims", "2.json"), json.dumps(first).encode())
+    assert store.versions("echo") == []  # killed here: nothing is published yet
+    assert store.add_entry({"name": "echo", "version": "2.0.0", "bundle_id": "b" * 64}) is False
+    assert [v.version for v in store.versions("echo")] == ["2.0"]
+    assert store.entry("echo", "2.0")["bundle_id"] == "a" * 64
+
+
+def test_a_folder_store_is_readable_by_everyone_the_umask_lets_read_it(owner: Project, tmp_path: Path):
+    """A store folder is shared: its files take the umask's mode, not a temporary file's 0600."""
+    store = tmp_path / "shared-store"
+    store.mkdir()
+    verified(owner)
+    old = os.umask(0o022)
+    try:
+        ok(owner.cli("publish", "wf", "--store", str(store)))
+    finally:
+        os.umask(old)
+    modes = {oct(p.stat().st_mode & 0o777) for p in store.rglob("*") if p.is_file()}
+    assert modes == {"0o644"}, modes
 
 
 def test_an_interrupted_publish_shows_nothing(owner: Project, store_url: str, monkeypatch):

@@ -49,6 +49,7 @@ This module imports neither verification nor execution: it is storage only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -499,10 +500,22 @@ class WorkflowStore:
         return found
 
     def add_entry(self, entry: dict[str, Any]) -> bool:
-        """Publish an index entry, exclusively; False when the version's file exists (nothing written)."""
+        """Publish an index entry, exclusively; False (nothing written) when an equal version was published or
+        claimed first. Equal is PEP 440's (1.0 == 1.0.0), and the index names files by spelling, so a publisher
+        first claims the version's canonical form (`index/NAME/.claims/`): of two spellings racing, one wins.
+        A claim whose entry a killed publisher never wrote is completed by the next one to try."""
         name, version = check_name(entry["name"]), entry["version"]
-        parse_version(version)
-        return self._create(self._path("index", name, f"{version}.json"), json.dumps(entry, indent=2).encode() + b"\n")
+        data = json.dumps(entry, indent=2).encode() + b"\n"
+        claim = self._path("index", name, ".claims", f"{_version_key(version)}.json")
+        if self._create(claim, data):
+            return self._create(self._path("index", name, f"{version}.json"), data)
+        if self.published(name, version) is None:  # claimed, never written: write what the claim holds
+            claimed = self._json(claim, self._read(claim) or b"", "version claim")
+            spelled = claimed.get("version")
+            if claimed.get("name") != name or parse_version(str(spelled)) != parse_version(version):
+                raise StoreDamaged(f"store {self.url}: {claim} claims another version ({spelled!r}): it was altered")
+            self._create(self._path("index", name, f"{spelled}.json"), self._read(claim) or b"")
+        return False
 
     def yank(self, name: str, version: str, yank: dict[str, Any]) -> bool:
         """Yank a version, exclusively; False when it was yanked before (nothing written)."""
@@ -633,12 +646,20 @@ class WorkflowStore:
         raise KitError(f"store {self.url}: channel {name}/{env} is too busy: try the promotion again")
 
 
+def _version_key(version: str) -> str:
+    """One name for all spellings of a version (PEP 440: 1, 1.0 and 1.0.0 are one)."""
+    from packaging.utils import canonicalize_version
+
+    return canonicalize_version(parse_version(version), strip_trailing_zero=True)
+
+
 def _temporary_beside(path: str, data: bytes) -> str:
     """A finished, durable temporary file in `path`'s folder holding `data` (local stores rename or link it)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would keep a shared store from its other readers
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -647,6 +668,14 @@ def _temporary_beside(path: str, data: bytes) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return tmp
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (reading it means setting it: not again while threads create files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_link(entry: dict[str, Any], history: list[dict[str, Any]], where: str) -> None:
