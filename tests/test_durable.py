@@ -186,3 +186,24 @@ def test_resume_continues_a_failed_run_without_rerunning_completed_steps(chain):
     steps = {s["step_id"]: s for s in chain.sql(f"select * from steps where run_id = '{run_id}'")}
     assert {s["status"] for s in steps.values()} == {"succeeded"}
     assert steps["a"]["attempts"] == 1 and steps["b"]["attempts"] == 1 and steps["c"]["attempts"] == 2
+
+
+def test_a_step_is_handed_on_only_once_what_came_before_it_is_durable(chain, monkeypatch):
+    """When a step reaches its executor (and may act), the ledger already holds the steps it follows as
+    done and it as running: a kill -9 from then on never runs a finished step again on resume."""
+    from kit.execution.executors import LocalExecutor
+
+    seen: dict[str, dict[str, str]] = {}
+    submit = LocalExecutor.submit
+
+    def watching(self, task):
+        rows = chain.ledger().rows("SELECT step_id, status FROM steps WHERE run_id = ?", [task.run_id])
+        seen[task.step_id] = {r["step_id"]: r["status"] for r in rows}
+        return submit(self, task)
+
+    monkeypatch.setattr(LocalExecutor, "submit", watching)
+    result = chain.cli("run", "wf", "--fresh", "--engine", "fork")
+    assert result.exit_code == 0, result.output
+    assert seen["a"]["a"] == "running"
+    for later in ("b", "c"):  # both fed by `a`
+        assert seen[later]["a"] == "succeeded" and seen[later][later] == "running", seen

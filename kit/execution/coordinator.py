@@ -506,6 +506,7 @@ class Coordinator:
                 moment = time.monotonic()
                 for due, task in [d for d in delayed if d[0] <= moment]:
                     delayed.remove((due, task))
+                    state.pending.commit()  # the failed attempt it retries, recorded before it runs again
                     running[executor.submit(task)] = task
                 if not running and not delayed:
                     break  # only waiting steps are left
@@ -623,6 +624,9 @@ class Coordinator:
         state.pending.update_step(
             state.run_id, sid, status="running", started_at=utcnow(), attempts=task.attempt, cache_key=key
         )
+        # Durable before the step can act: what ended before it and its start, in one transaction. A kill -9
+        # once it has begun then finds the steps before it done (never run again) and it `running`.
+        state.pending.commit()
         running[executor.submit(task)] = task
         return "running"
 

@@ -79,8 +79,9 @@ class Batch:
     """A run's step writes gathered to be committed together, in one transaction (`Ledger.batch`).
 
     The coordinator records each step here as it ends or starts, and commits the batch before it
-    waits on a running step (and with the run's end), so a step's result, spans and outputs and the
-    next step's start cost one transaction, not three."""
+    hands a step to an executor, before it waits on running steps and with the run's end, so a
+    step's result, spans and outputs and the next step's start cost one transaction, not three, and
+    are durable before that next step can act."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
