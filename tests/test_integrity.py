@@ -314,3 +314,86 @@ def test_fsck_names_a_missing_object_and_a_missing_executed_notebook(chain):
     assert f"run {run_id}, step b: its executed notebook" in found.stderr
     time.sleep(0)  # nothing else: fsck only reads
     assert json.loads(json.dumps(chain.sql("select count(*) as n from runs")))[0]["n"] == 1
+
+
+# ---- kit sql and the journal ------------------------------------------------------------
+
+
+def test_kit_sql_reaches_no_file_and_changes_nothing_with_or_without_a_ledger_or_journal(chain, tmp_path):
+    """A user's SQL runs on a read-only connection that reaches no file: before the first run (the
+    in-memory empty ledger), and after one while journaled batches wait (applied first, then a fresh
+    read-only connection, never the write connection the applying opened)."""
+    outside = tmp_path / "outside.csv"
+
+    def refused(sql: str) -> None:
+        result = chain.kit("sql", sql)
+        assert result.returncode == 2 and "root:" not in result.stdout, result.stdout + result.stderr
+
+    refused("select * from read_csv('/etc/passwd')")
+    refused(f"EXPLAIN ANALYZE COPY (select 1) TO '{outside}'")
+    assert not (chain.root / ".kit" / "ledger.duckdb").exists()
+
+    assert chain.kit("run", "wf").returncode == 0
+    audit = chain.sql("select count(*) as n from audit")[0]["n"]
+    pending = chain.root / ".kit" / "pending"
+    for n in range(3):
+        pending.mkdir(exist_ok=True)
+        (pending / f"{n}-waiting.json").write_text(json.dumps({"batch_id": f"waiting-{n}", "ops": []}))
+        refused(
+            [
+                "select * from read_csv('/etc/passwd')",
+                "EXPLAIN ANALYZE DELETE FROM audit",
+                f"EXPLAIN ANALYZE COPY (select 1) TO '{outside}'",
+            ][n]
+        )
+    assert not outside.exists()
+    assert chain.sql("select count(*) as n from audit")[0]["n"] == audit
+    assert list(pending.glob("*.json")) == []  # applied
+
+
+def test_a_journal_file_that_is_no_batch_is_set_aside_and_never_blocks_the_ledger(chain):
+    assert chain.kit("run", "wf").returncode == 0
+    pending = chain.root / ".kit" / "pending"
+    pending.mkdir(exist_ok=True)
+    bad = {
+        "1-text.json": "not json",
+        "2-no-id.json": json.dumps({"ops": []}),
+        "3-list.json": json.dumps([1]),
+        "4-unknown-op.json": json.dumps({"batch_id": "b4", "ops": [["frobnicate"]]}),
+        "5-unknown-table.json": json.dumps({"batch_id": "b5", "ops": [["insert", "nowhere", [{"a": 1}]]]}),
+    }
+    for name, text in bad.items():
+        (pending / name).write_text(text)
+    listed = chain.kit("runs")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert listed.stderr.count("could not be applied") == len(bad)
+    assert sorted(p.name for p in (pending / "failed").glob("*.json")) == sorted(bad)
+    assert list(pending.glob("*.json")) == []
+    again = chain.kit("run", "wf", "--fresh")
+    assert again.returncode == 0 and "could not be applied" not in again.stderr, again.stderr
+
+
+def test_a_run_while_another_process_holds_the_ledger_goes_on_and_is_recorded_after(chain):
+    """A notebook holding the ledger read-write: the run cannot look in its cache (the step runs, said on
+    stderr), journals what it writes, and ends as it would have; the journal is applied once the file is free."""
+    assert chain.kit("run", "wf").returncode == 0
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(20)",
+            str(chain.root / ".kit" / "ledger.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = chain.kit("run", "wf", "-p", "x=5", env={"KIT_LEDGER_WAIT": "1"})
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert "not looking in the cache" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    runs = chain.sql("select status from runs order by started_at")
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]

@@ -45,6 +45,7 @@ from kit.execution.provenance import provenance
 from kit.execution.recorded import recorded_values
 from kit.execution.task import OutputRecord, StepResult, StepTask
 from kit.ledger.audit import AuditEvent
+from kit.ledger.database import LedgerBusy
 from kit.ledger.driver import RunDriver
 from kit.ledger.ledger import DONE_STEP_STATUSES, Batch, Ledger
 from kit.ledger.objects import MissingObject, ObjectStore, ref_of
@@ -884,8 +885,12 @@ class Coordinator:
 
     def _cached(self, state: _RunState, sid: str, task: StepTask, key: str) -> bool:
         """Reuse the outputs recorded under `key`, each re-checked against its object; a damaged one means
-        the step runs afresh (said on stderr)."""
-        hit, outputs = self.ledger.cache_lookup(key, state.run_id)
+        the step runs afresh (said on stderr), and so does one whose cache cannot be read (the file held)."""
+        try:
+            hit, outputs = self.ledger.cache_lookup(key, state.run_id)
+        except LedgerBusy as exc:
+            print(f"warning: step {sid}: not looking in the cache: {exc.message}; the step runs", file=sys.stderr)
+            return False
         if hit is None:
             return False
         origin = hit["origin"]

@@ -403,24 +403,32 @@ class Database:
         for path in self.pending():
             try:
                 batch = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # a torn journal file cannot exist (atomic rename); skip what we cannot read
+            except OSError:
+                continue  # unreadable now (a permission): left for fsck to name
+            except ValueError as exc:  # a torn journal file cannot exist (atomic rename): this one was put here
+                self._set_aside(path, exc)
+                continue
+            if not _is_batch(batch):
+                self._set_aside(path, ValueError("not a journaled batch: {batch_id, ops: [[kind, ...], ...]}"))
+                continue
             seen = con.execute("SELECT 1 FROM ledger_batches WHERE batch_id = ?", [batch["batch_id"]]).fetchall()
             if not seen:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     head = apply(con, [tuple(op) for op in batch["ops"]], self.head_path)
                     con.execute("INSERT INTO ledger_batches VALUES (?, ?)", [batch["batch_id"], utcnow()])
-                except (duckdb.ConstraintException, duckdb.BinderException, duckdb.ConversionException) as exc:
+                except (duckdb.Error, ValueError, TypeError, KeyError) as exc:
                     con.execute("ROLLBACK")
-                    self._set_aside(path, exc)
+                    if isinstance(exc, _file_faults()):
+                        raise
+                    self._set_aside(path, exc)  # one bad batch never blocks the ledger
                     continue
                 con.execute("COMMIT")
                 self._new_head = head or self._new_head
             done.append(path)
         return done
 
-    def _set_aside(self, path: Path, exc: Exception) -> None:
+    def _set_aside(self, path: Path, exc: BaseException) -> None:
         """A journaled batch that cannot be applied goes to pending/failed/, with why, and is said once."""
         import sys
 
@@ -487,7 +495,7 @@ class Database:
                 return _fetch(self._lease.con, sql, params)
             if not self.exists:
                 return _fetch(_empty_ledger(), sql, params)
-            con = self._lease.reader or self._connect(read_only=True, wait=self.wait)
+            con = self._lease.reader or self._reader()
             keep = self._lease.sessions > 0
             try:
                 return _fetch(con, sql, params)
@@ -502,6 +510,20 @@ class Database:
                 else:
                     con.close()
                     self._lease.reader = None
+
+    def _reader(self):
+        """A read-only connection; LedgerBusy, one line, when another process holds the file past the wait."""
+        import duckdb
+
+        try:
+            return self._connect(read_only=True, wait=self.wait)
+        except duckdb.Error as exc:
+            if _is_lock_error(exc):
+                raise LedgerBusy(
+                    f"{self.path} is held by another process (a notebook or `kit sql` that keeps it open?): "
+                    f"it could not be read within {self.wait:g}s (KIT_LEDGER_WAIT); try again when it lets go"
+                ) from None
+            raise
 
     def rows(
         self, sql: str, params: list | None = None, settle: bool = True, lease: bool = False
@@ -529,25 +551,48 @@ class Database:
                     f"kit sql is read-only: refused {article} {verb} statement "
                     "(only SELECT, WITH ... SELECT and EXPLAIN run here)"
                 )
-        try:
-            return self.read(sql)
-        except duckdb.Error as exc:
-            raise InvalidInput(f"kit sql: {str(exc).splitlines()[0]}") from None
+        self.settle()
+        with self._lease.guard:
+            # Never on the write connection, not even this process's own: a read-only one that reaches no file
+            self.release()
+            self._close_reader()
+            con = self._reader() if self.exists else _empty_ledger(shared=False)
+            try:
+                return _fetch(con, sql, None)
+            except duckdb.Error as exc:
+                if isinstance(exc, _file_faults()) and not isinstance(exc, duckdb.IOException):
+                    raise _fault(self.path, exc) from None
+                raise InvalidInput(f"kit sql: {str(exc).splitlines()[0]}") from None
+            finally:
+                con.close()
 
 
 _EMPTY = threading.local()
 
 
-def _empty_ledger():
-    """An in-memory ledger with every table and no rows: what reads see before the first write."""
-    con = getattr(_EMPTY, "con", None)
+def _empty_ledger(shared: bool = True):
+    """An in-memory ledger with every table and no rows: what reads see before the first write. It reaches
+    no file; `shared=False` gives a new one (a user's query may be an EXPLAIN ANALYZE that changes it)."""
+    con = getattr(_EMPTY, "con", None) if shared else None
     if con is None:
         import duckdb
 
         con = duckdb.connect(":memory:")
         Database(Path(":memory:"))._migrate(con)
-        _EMPTY.con = con
+        con.execute("SET enable_external_access = false")
+        if shared:
+            _EMPTY.con = con
     return con
+
+
+def _is_batch(batch: Any) -> bool:
+    """Whether a journal file holds what `Database.write` journals: a batch id and a list of operations."""
+    return (
+        isinstance(batch, dict)
+        and isinstance(batch.get("batch_id"), str)
+        and isinstance(batch.get("ops"), list)
+        and all(isinstance(op, list) and op and isinstance(op[0], str) for op in batch["ops"])
+    )
 
 
 def _fetch(con, sql: str, params: list | None) -> tuple[list[str], list[tuple]]:
