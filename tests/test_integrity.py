@@ -276,6 +276,26 @@ def test_removing_the_newest_audit_entries_is_detected_and_their_seqs_are_not_re
     assert "missing" in tamper.kit("audit", "verify").stderr
 
 
+@pytest.mark.parametrize("head", ["deleted", "garbled"])
+def test_removing_the_newest_entries_and_the_head_stays_detected_after_the_next_write(tamper, head):
+    """With the head file gone too, the next write cannot know what was removed: it says so in the chain
+    (an `audit.head_lost` entry), and `kit audit verify` keeps saying it instead of calling the chain intact."""
+    head_file = tamper.root / ".kit" / "audit.head"
+    with duckdb.connect(str(tamper.root / ".kit" / "ledger.duckdb")) as con:
+        last = con.execute("select max(seq) from audit").fetchone()[0]
+        con.execute(f"delete from audit where seq = {last}")
+    if head == "deleted":
+        head_file.unlink()
+    else:
+        head_file.write_text('{"seq": "nine"')
+    assert tamper.kit("audit", "verify").returncode == 1
+    assert tamper.kit("approve", tamper.run_id, "review", "--as", "bob").returncode == 0
+    verified = tamper.kit("audit", "verify")
+    assert verified.returncode == 1 and "was missing or unreadable" in verified.stderr, verified.stderr
+    actions = [r["action"] for r in tamper.sql("select action from audit order by seq")]
+    assert actions.count("audit.head_lost") == 1 and actions[-1] != "audit.head_lost"
+
+
 # --------------------------------------------------------------------------- the cache
 
 

@@ -19,6 +19,9 @@ from kit.base.clock import utcnow
 
 GENESIS = "0" * 64
 
+#: The action of the entry written when the chain's head was missing: the entries before it may be short.
+HEAD_LOST = "audit.head_lost"
+
 
 def entry_hash(prev_hash: str, seq: int, at: str, actor: str, action: str, subject: str, detail: Any) -> str:
     body = json.dumps(
@@ -53,11 +56,26 @@ def append_entry(con, entry: dict[str, Any], head: dict[str, Any] | None = None)
     chain's new head (its seq and hash), to be kept outside the table once the transaction commits.
 
     It follows the newer of the table's last row and the head kept outside it, so rows
-    removed from the end leave a gap that `verify` names, never a reused seq."""
+    removed from the end leave a gap that `verify` names, never a reused seq. When there is
+    no head but there are rows (the head file deleted or garbled, perhaps with the newest rows),
+    it first appends a `HEAD_LOST` entry saying so: the chain carries the doubt, and `verify`
+    keeps naming it, instead of the next write making a shortened chain look whole."""
     last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    if head is None and last is not None:
+        lost = {
+            "table_ended_at": last[0],
+            "reason": "the chain's head kept outside the table was missing or unreadable",
+        }
+        head = _insert(
+            con, last[0] + 1, last[1], {"actor": "kit", "action": HEAD_LOST, "subject": "audit", "detail": lost}
+        )
     if head is not None and (last is None or head["seq"] > last[0]):
         last = (head["seq"], head["hash"])
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    return _insert(con, seq, prev, entry)
+
+
+def _insert(con, seq: int, prev: str, entry: dict[str, Any]) -> dict[str, Any]:
     at = utcnow()
     detail = entry.get("detail") or {}
     digest = entry_hash(prev, seq, at, entry["actor"], entry["action"], entry["subject"], detail)
@@ -105,6 +123,13 @@ def verify(
         digest = entry_hash(row["prev_hash"], row["seq"], at, row["actor"], row["action"], row["subject"], detail)
         if digest != row["hash"]:
             return Problem(row["seq"], f"audit entry {row['seq']} ({row['action']} {row['subject']}) was altered")
+        if row["action"] == HEAD_LOST:
+            return Problem(
+                row["seq"],
+                f"audit entry {row['seq']} records that {head_file} was missing or unreadable when it was written: "
+                f"entries after {detail.get('table_ended_at') if isinstance(detail, dict) else '?'} could have been "
+                "removed before it; compare with a backup of the ledger",
+            )
         prev = row["hash"]
         expected_seq += 1
     last = rows[-1]["seq"] if rows else 0

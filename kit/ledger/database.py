@@ -700,6 +700,7 @@ def apply(con, ops: list[tuple], head_path: Path | None = None) -> dict[str, Any
     from kit.ledger.audit import append_entry
 
     head = None
+    kept = read_head(head_path) if head_path is not None else None  # the head as this batch moves it
     folder = head_path.parent if head_path is not None else None
     for op in ops:
         kind = op[0]
@@ -711,7 +712,7 @@ def apply(con, ops: list[tuple], head_path: Path | None = None) -> dict[str, Any
             _, statement, params = op
             con.execute(statement, params)
         elif kind == "audit":
-            head = append_entry(con, op[1], read_head(head_path) if head_path else None)
+            head = kept = append_entry(con, op[1], kept)
         else:
             raise ValueError(f"unknown ledger operation {kind!r}")
     return head
