@@ -201,3 +201,19 @@ def test_sanitize_html_keeps_the_page_to_itself():
     assert "color: red" in clean and "@import" not in clean and "url(data:image/png;base64,AA)" in clean
     assert "<td>1 &lt; 2</td>" in clean and "text &amp; " in clean
     assert not EXTERNAL.search(clean)
+
+
+def test_a_report_never_overwrites_kits_own_files_or_a_file_that_is_no_report(chain):
+    """`-o` mistyped: the ledger, the audit head or a notebook are refused (exit 2) and left as they were;
+    the report itself is written again and again."""
+    assert chain.kit("run", "wf").returncode == 0
+    ledger = chain.root / ".kit" / "ledger.duckdb"
+    notebook = chain.root / "wf" / "a.ipynb"
+    before = {p: p.read_bytes() for p in (ledger, notebook)}
+    for target in (ledger, chain.root / ".kit" / "audit.head", notebook):
+        refused = chain.kit("report", "last", "-o", str(target))
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    for _ in range(2):
+        assert chain.kit("report", "last", "-o", "report.html").returncode == 0
+    assert chain.kit("audit", "verify").returncode == 0

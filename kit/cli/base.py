@@ -206,11 +206,32 @@ def expire_overdue(ctx: Context, run_id: str | None = None) -> None:
         click.echo(f"note: the approval {step} of run {run} expired: the run ended rejected", err=True)
 
 
-def writable(path: str, option: str) -> None:
-    """Check, before any work, that `path` can be written, so a long command does not end in an I/O error."""
+#: How a file kit writes begins (`writable`'s `kind`): one that exists and begins otherwise is not overwritten.
+OUTPUT_KINDS = {
+    "html": ("an HTML report", (b"<!doctype html", b"<html")),
+    "xml": ("a JUnit XML file", (b"<?xml", b"<testsuite")),
+}
+
+
+def writable(path: str, option: str, home=None, kind: str | None = None) -> None:
+    """Check, before any work, that `path` can be written, so a long command does not end in an I/O error.
+
+    Never a file in kit's own folder (`home`: the ledger, the audit head...), and, with `kind`, never an
+    existing file that is not of that kind (a notebook, a CSV): a mistyped path does not destroy it."""
     from pathlib import Path
 
     target = Path(path)
+    if home is not None and target.resolve().is_relative_to(Path(home).resolve()):
+        raise InvalidInput(f"{option} {path}: that is inside {home}, kit's own files: write it elsewhere")
+    if kind is not None and target.is_file() and target.stat().st_size:
+        what, starts = OUTPUT_KINDS[kind]
+        with open(target, "rb") as fh:
+            begins = fh.read(64).lstrip().lower()
+        if not begins.startswith(starts):
+            raise InvalidInput(
+                f"{option} {path}: the file exists and is not {what}; kit does not overwrite it: "
+                "choose another path, or remove it first"
+            )
     existed = target.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

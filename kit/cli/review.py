@@ -27,7 +27,7 @@ def report(ctx: Context, refs: tuple[str, ...], of_scenarios: bool, last: int, o
     """Write one self-contained HTML report of RUN, or of scenarios' latest runs, from the ledger alone."""
     from kit.review.report import run_report, scenarios_report, write_report
 
-    writable(out, "-o")
+    writable(out, "-o", ctx.project.home, "html")
     if of_scenarios:
         chosen = scenario_ids(refs) if refs else None
         if chosen == []:

@@ -65,9 +65,9 @@ def test_command(
 
     roots = [Path(p) for p in paths] or [ctx.project.root / "scenarios"]
     if junit:
-        writable(junit, "--junit")
+        writable(junit, "--junit", ctx.project.home, "xml")
     if report_file:
-        writable(report_file, "--report")
+        writable(report_file, "--report", ctx.project.home, "html")
     chosen = select_scenarios(roots, tags, workflow)
     if not chosen:
         raise InvalidInput(nothing_selected(roots, tags, workflow))
