@@ -195,3 +195,23 @@ def test_a_symlink_out_of_the_workflow_folder_is_not_bundled(one_step):
     assert not (one_step.root / ".kit" / "objects").exists() or not any(
         b"root:" in p.read_bytes() for p in (one_step.root / ".kit" / "objects").rglob("*") if p.is_file()
     )
+
+
+def test_a_symlinked_folder_or_a_symlink_loop_in_a_workflow_is_refused_when_bundled(one_step, tmp_path_factory):
+    """A bundle would silently miss a linked folder's files (a step reading through the link then fails
+    where it is installed), and a looping link cannot be followed: `kit lock` refuses both, naming them."""
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (outside / "data.csv").write_text("y\n1\n")
+    linked = one_step.root / "wf" / "ext"
+    linked.symlink_to(outside, target_is_directory=True)
+    result = one_step.kit("lock", "wf")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "ext" in result.stderr and "symlinked folder" in result.stderr
+    linked.unlink()
+    loop = one_step.root / "wf" / "loop"
+    loop.symlink_to(loop)
+    result = one_step.kit("lock", "wf")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "loop" in result.stderr and "cannot be followed" in result.stderr
+    loop.unlink()
+    assert one_step.kit("lock", "wf").returncode == 0

@@ -17,7 +17,10 @@ class OutsideRoot(ValueError):
 def inside(root: str | os.PathLike, name: str | os.PathLike) -> Path:
     """`name` (relative to `root`, or absolute) resolved, symlinks followed; OutsideRoot unless it lies in `root`."""
     root = Path(root).resolve()
-    target = (root / name).resolve()
+    try:
+        target = (root / name).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop leads nowhere, so not inside `root`
+        raise OutsideRoot(f"{name} cannot be followed ({exc})") from None
     if target != root and not target.is_relative_to(root):
         shown = f"{name} (resolves to {target})" if str(target) != str(name) else str(name)
         raise OutsideRoot(f"{shown} is outside {root}")

@@ -33,20 +33,28 @@ _SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".kit", ".git"}
 
 def bundle_files(workflow: Workflow) -> list[Path]:
     """Every file of the workflow's folder (not hidden, not caches); a symlink that leads out of the
-    folder is refused (exit 2): a bundle never holds a file from outside its folder."""
+    folder, cannot be followed, or names a folder is refused (exit 2): a bundle never holds a file from
+    outside its folder, nor misses one a step reads through a link."""
     base = workflow.dir.resolve()
     found = []
     for folder, dirs, files in os.walk(base):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in dirs:
+            if (Path(folder) / name).is_symlink():  # os.walk would pass it by, and the bundle miss its files
+                raise InvalidInput(
+                    f"{Path(folder) / name}: a symlinked folder in the workflow's folder (to "
+                    f"{os.readlink(Path(folder) / name)}); a bundle holds only the folder's own files: "
+                    "copy the folder in instead"
+                )
         for name in sorted(files):
             if name.startswith(".") or name == LOCK_NAME:
                 continue
             path = Path(folder) / name
             try:
                 inside(base, path)
-            except OutsideRoot:
+            except OutsideRoot as exc:
                 raise InvalidInput(
-                    f"{path}: a symlink in the workflow's folder leads outside it (to {path.resolve()}); "
+                    f"{path}: a symlink in the workflow's folder leads outside it ({exc}); "
                     "a bundle holds only the folder's own files: copy the file in instead"
                 ) from None
             found.append(path)
