@@ -274,3 +274,23 @@ def test_small_things_say_what_they_mean(chain):
     assert "INVALID" not in replayed.stdout
     unknown = chain.kit("replay", "scenarios/s.yaml", "--baseline", "no-such-ref")
     assert unknown.returncode == 2 and "--baseline no-such-ref" in unknown.stderr and "INVALID" not in unknown.stdout
+
+
+def test_malformed_lock_files_are_named_with_what_was_expected(project):
+    """workflow.lock and kit.lock are files a user can break by hand: one line and exit 2, never a traceback."""
+    project.notebook("a.ipynb", "x: int = 1", "import kit\nkit.output('y', x)")
+    project.manifest("workflow: one\nversion: 1\nsteps:\n  a: {notebook: a.ipynb, outputs: {y: integer}}\n")
+    lock = project.root / "wf" / "workflow.lock"
+    for text in ("[]", '{"files": 5}', '{"files": {"a.ipynb": 7}}'):
+        lock.write_text(text)
+        for args in (("run", "wf"), ("run", "wf", "--locked")):
+            result = project.kit(*args)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (text, result.stderr)
+            assert "workflow.lock: malformed lock file" in result.stderr
+    lock.unlink()
+    kit_lock = project.root / "kit.lock"
+    for entry in ("{}", '"x"', '{"version": "1.0.0", "bundle_id": "../../.."}'):
+        kit_lock.write_text('{"installed": {"echo": ' + entry + "}}")
+        result = project.kit("run", "echo@~=1.0")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (entry, result.stderr)
+        assert "malformed kit.lock: installed.echo" in result.stderr and "../" not in result.stderr.split("found")[0]

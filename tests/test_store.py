@@ -526,3 +526,13 @@ def test_install_checks_signatures_against_trusted_keys(tmp_path: Path):
         KIT_YAML.format(store=tmp_path / "store").replace("store: {", f'store: {{trust: ["{team_pub}"], ')
     )
     ok(user.cli("install", "echo"))
+
+
+def test_a_name_with_a_trailing_newline_cannot_be_stored():
+    """`$` matches before a final newline: a workflow named "echo\\n" was stored as a folder no one could ask for."""
+    from kit.bundles.store import check_name
+    from kit.errors import InvalidInput
+
+    assert check_name("echo-1.x") == "echo-1.x"
+    with pytest.raises(InvalidInput):
+        check_name("echo\n")

@@ -57,3 +57,8 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def is_sha256(text: Any) -> bool:
+    """Whether `text` is a sha256 hex digest as kit writes them (64 lowercase hex digits)."""
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)

@@ -103,9 +103,15 @@ def read_lock(workflow: Workflow) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        lock = json.loads(path.read_text())
     except ValueError as exc:
         raise InvalidInput(f"{path}: not a readable lock file: {exc}") from None
+    files = lock.get("files") if isinstance(lock, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise InvalidInput(
+            f'{path}: malformed lock file: expected {{"files": {{PATH: DIGEST}}, ...}}; write it again: kit lock {workflow.dir}'
+        )
+    return lock
 
 
 def stale_files(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -66,7 +66,7 @@ from kit.errors import InvalidInput, KitError
 
 GENESIS = "0" * 64
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 TEMP_PREFIX = ".tmp-"
 _MEMORY_CREATE = threading.Lock()  # fsspec's memory `xb` checks, then writes: one creator at a time
 LOCK_FILE = ".lock.json"  # a fetched bundle's lock, beside its files (hidden: not one of the bundle's files)
@@ -134,7 +134,7 @@ def installed_dir(project, bundle_id: str) -> Path:
 
 def check_name(name: str, what: str = "workflow name") -> str:
     """A name the store can hold as a folder: letters, digits, `.`, `_`, `-`."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidInput(f"{what} {name!r} cannot be stored: use letters, digits, '.', '_' and '-'")
     return name
 

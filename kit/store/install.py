@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.base.clock import utcnow
+from kit.base.digests import is_sha256
 from kit.bundles.admission import check_records, trusted_keys
 from kit.bundles.store import (
     StoreDamaged,
@@ -51,6 +52,14 @@ def read_kit_lock(project: Project) -> dict[str, Any]:
         raise InvalidInput(f"{path}: not a readable kit.lock (JSON): {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("installed"), dict):
         raise InvalidInput(f'{path}: malformed kit.lock: expected {{"installed": {{NAME: {{...}}}}}}')
+    for name, entry in data["installed"].items():
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("version"), str) and is_sha256(entry.get("bundle_id"))
+        ):
+            raise InvalidInput(
+                f"{path}: malformed kit.lock: installed.{name} needs a version and a bundle_id (64 hex "
+                f"digits); found {json.dumps(entry)[:120]}: kit install it again"
+            )
     return data
 
 
