@@ -536,3 +536,35 @@ def test_a_name_with_a_trailing_newline_cannot_be_stored():
     assert check_name("echo-1.x") == "echo-1.x"
     with pytest.raises(InvalidInput):
         check_name("echo\n")
+
+
+def test_a_channel_entry_of_the_wrong_shape_with_its_hashes_recomputed_is_damage_not_a_crash(
+    owner: Project, store_url: str
+):
+    """Someone who can write the store may rewrite a channel entry and its hash: a bundle_id that is no
+    sha256 is StoreDamaged (exit 1, one line) for `kit promotions` and a run from the channel alike."""
+    from kit.bundles.store import entry_hash
+
+    verified(owner)
+    verified(owner, env="prod")
+    ok(owner.cli("publish", "wf", "--as", "alice"))
+    ok(owner.cli("promote", "echo@1.0.0", "--to", "prod", "--as", "alice"))
+    store = WorkflowStore.open(store_url)
+    entry = dict(store.channel("echo", "prod")[0], bundle_id=5)
+    entry["hash"] = entry_hash(entry)
+    store._write(store.channel_path("echo", "prod"), (json.dumps(entry, sort_keys=True) + "\n").encode())
+    with pytest.raises(StoreDamaged, match="bundle_id 5"):
+        store.channel("echo", "prod")
+    assert "bundle_id 5" in one_line_error(owner.cli("promotions", "echo"), 1)
+
+
+def test_a_verification_record_whose_subject_is_of_the_wrong_shape_is_damage_not_a_crash(tmp_path: Path):
+    """A record renamed to its own statement's digest, but whose subject is a list of strings: StoreDamaged."""
+    from kit.bundles import attestation
+    from kit.bundles.admission import check_record
+
+    store = WorkflowStore.open(str(tmp_path))
+    env = attestation.envelope(attestation.statement(["x"], {"verdict": "pass"}))  # type: ignore[list-item]
+    lock = {"bundle_id": "a" * 64, "files": {}}
+    with pytest.raises(StoreDamaged, match="malformed verification record"):
+        check_record(store, lock, attestation.record_digest(env), env)

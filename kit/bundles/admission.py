@@ -50,7 +50,7 @@ def check_record(store: WorkflowStore, lock: dict[str, Any], record_digest: str,
         stmt = attestation.statement_of(envelope)
         subject = attestation.bundle_id_of(stmt)
         files = attestation.files_of(stmt)
-    except (KitError, KeyError, TypeError) as exc:
+    except (KitError, KeyError, TypeError, AttributeError, ValueError) as exc:  # any shape but the right one
         raise StoreDamaged(f"{where}: malformed verification record: {getattr(exc, 'message', exc)}") from None
     if actual != record_digest:
         raise StoreDamaged(f"{where}: its statement hashes to sha256:{actual}, not to its name: it was altered")

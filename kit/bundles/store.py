@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.base.clock import now
-from kit.base.digests import canonical_bytes, digest, sha256_bytes, sha256_file
+from kit.base.digests import canonical_bytes, digest, is_sha256, sha256_bytes, sha256_file
 from kit.errors import InvalidInput, KitError
 
 GENESIS = "0" * 64
@@ -686,6 +686,11 @@ def _check_link(entry: dict[str, Any], history: list[dict[str, Any]], where: str
     if entry.get("prev_hash") != prev:
         raise StoreDamaged(
             f"{where}: prev_hash {entry.get('prev_hash')} does not match the hash of the entry before it ({prev}): "
+            "the channel was altered"
+        )
+    if not is_sha256(entry.get("bundle_id")) or not isinstance(entry.get("version", ""), str):
+        raise StoreDamaged(
+            f"{where}: bundle_id {entry.get('bundle_id')!r} or version {entry.get('version')!r} is malformed: "
             "the channel was altered"
         )
     actual = entry_hash(entry)
