@@ -508,7 +508,9 @@ class WorkflowStore:
         data = json.dumps(entry, indent=2).encode() + b"\n"
         claim = self._path("index", name, ".claims", f"{_version_key(version)}.json")
         if self._create(claim, data):
-            return self._create(self._path("index", name, f"{version}.json"), data)
+            path = self._path("index", name, f"{version}.json")
+            # written by us, or from our claim by a publisher who found it first (the same bytes): ours
+            return self._create(path, data) or self._read(path) == data
         if self.published(name, version) is None:  # claimed, never written: write what the claim holds
             claimed = self._json(claim, self._read(claim) or b"", "version claim")
             spelled = claimed.get("version")
