@@ -135,3 +135,18 @@ def test_lock_and_locked_runs(ruled):
     assert warned.returncode == 0 and "workflow.lock is stale: changed rule.ipynb" in warned.stderr
     refused = ruled.kit("run", "wf", "--locked")
     assert refused.returncode == 2 and "stale" in refused.stderr
+
+
+def test_a_git_baseline_holding_a_symlink_out_is_refused_in_one_line(ruled):
+    """`git archive` keeps symlinks: one to an absolute path is never extracted (tarfile's data filter),
+    and the refusal is one line and exit 2, not a tarfile traceback."""
+    (ruled.root / ".gitignore").write_text(".kit/\n")
+    (ruled.root / "wf" / "passwords").symlink_to("/etc/passwd")
+    git(ruled, "init", "-q")
+    git(ruled, "add", "-A")
+    git(ruled, "commit", "-qm", "a link out")
+    (ruled.root / "wf" / "passwords").unlink()
+    result = ruled.kit("replay", "scenarios/threshold.yaml", "--baseline", "git:HEAD")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot be extracted safely" in result.stderr
+    assert not list((ruled.root / ".kit" / "bundles").glob("git-*"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -69,8 +70,15 @@ def git_workflow(project: Project, current: Workflow, rev: str) -> Workflow:
     if not done.exists():
         paths = [relative]
         archive = _git(top, "archive", "--format=tar", sha, "--", *paths, binary=True)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(target, filter="data")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(target, filter="data")
+        except tarfile.FilterError as exc:  # a symlink out of the folder, an absolute path: never extracted
+            shutil.rmtree(target, ignore_errors=True)
+            raise InvalidInput(
+                f"--baseline git:{rev}: the workflow at {sha[:12]} holds what cannot be extracted safely ({exc}); "
+                "a bundle holds only its folder's own files"
+            ) from None
         done.write_text(sha)
     manifest = target / relative / current.path.name
     if not manifest.is_file():
