@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -79,6 +80,14 @@ class Project:
             text=True,
             env=full_env,
             timeout=600,
+        )
+
+    def start(self, *args: str, **popen: Any) -> subprocess.Popen:
+        """`kit ARGS` started as a real process in the project's folder, its output piped, not waited for
+        (to signal or kill it mid-run); `popen` adds to or overrides subprocess.Popen's arguments."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "kit.cli", *args],
+            **{"cwd": self.root, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen},
         )
 
     def cli(self, *args: str):

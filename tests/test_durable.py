@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 FLAKY = """
@@ -138,13 +136,7 @@ def test_sigkill_during_a_step_loses_nothing_and_resume_finishes(project):
           slow: {notebook: slow.ipynb, inputs: {n: quick.n}, outputs: {m: integer}}
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kit.cli", "run", "wf"],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = project.start("run", "wf")
     started = project.root / "wf" / "started"
     deadline = time.monotonic() + 120
     while not started.exists():

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -142,15 +141,8 @@ def test_under_nohup_a_closed_terminal_does_not_stop_a_run(project):
         "kit.output('done', True)",
     )
     project.manifest("workflow: w\nversion: 1\nsteps:\n  wait: {notebook: wait.ipynb, outputs: {done: boolean}}\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kit.cli", "run", "wf"],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup starts it
-    )
+    nohup = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # noqa: E731 - as nohup starts it
+    proc = project.start("run", "wf", start_new_session=True, preexec_fn=nohup)
     deadline = time.monotonic() + 60
     while not (project.root / "started").exists():
         assert time.monotonic() < deadline and proc.poll() is None, "the step never started"
@@ -185,14 +177,7 @@ def test_an_interrupted_run_ends_cancelled_stops_its_processes_and_resumes(proje
           slow: {notebook: slow.ipynb, outputs: {done: boolean}}
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kit.cli", "run", "wf"],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = project.start("run", "wf", start_new_session=True)
     pid_file = project.root / "child.pid"
     deadline = time.monotonic() + 60
     while not pid_file.exists() and time.monotonic() < deadline:
