@@ -156,6 +156,11 @@ def test_under_nohup_a_closed_terminal_does_not_stop_a_run(project):
     assert project.sql("select status from runs")[0]["status"] == "succeeded"
 
 
+def _as_from_a_terminal() -> None:
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 SLOW = """
 import kit, pathlib, subprocess, time
 child = subprocess.Popen(["sleep", "300"])
@@ -177,7 +182,8 @@ def test_an_interrupted_run_ends_cancelled_stops_its_processes_and_resumes(proje
           slow: {notebook: slow.ipynb, outputs: {done: boolean}}
         """
     )
-    proc = project.start("run", "wf", start_new_session=True)
+    # As from a terminal, whatever started the tests (nohup, a background job) ignores: SIGINT and SIGHUP at default
+    proc = project.start("run", "wf", start_new_session=True, preexec_fn=_as_from_a_terminal)
     pid_file = project.root / "child.pid"
     deadline = time.monotonic() + 60
     while not pid_file.exists() and time.monotonic() < deadline:
