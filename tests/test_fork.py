@@ -45,6 +45,12 @@ def _run_id(result) -> str:
     return result.stdout.split()[1]
 
 
+def _helper_for(notebook: str) -> fork_engine.Zygote:
+    """The helper a step of `notebook` would be forked from (the current one, or a new one), as `_fork_step` chooses."""
+    with fork_engine._ZYGOTE_LOCK:
+        return fork_engine._choose(fork_engine.workflow_imports(notebook))
+
+
 def test_a_step_leaves_no_variable_environment_builtin_global_patch_or_process_to_the_next(project):
     project.notebook(
         "leak.ipynb",
@@ -434,15 +440,15 @@ def test_a_workflow_importing_more_gets_a_new_helper_and_the_old_one_retires(pro
     project.manifest("workflow: w\nversion: 1\nsteps:\n  a: {notebook: a.ipynb}\n")
     other = project.notebook("sub/b.ipynb", "x: int = 0", "import csv")
     project.manifest("workflow: v\nversion: 1\nsteps:\n  b: {notebook: b.ipynb}\n", folder="wf/sub")
-    one = fork_engine._zygote_for(str(first))
+    one = _helper_for(str(first))
     try:
-        assert fork_engine._zygote_for(str(first)) is one
-        two = fork_engine._zygote_for(str(other))
+        assert _helper_for(str(first)) is one
+        two = _helper_for(str(other))
         assert two is not one and one.retired and two.modules >= {"json", "csv"}
-        assert fork_engine._zygote_for(str(first)) is two  # it has both: workflows taking turns share it
+        assert _helper_for(str(first)) is two  # it has both: workflows taking turns share it
         one.process.wait(30)  # nothing was running: it exits at once
     finally:
-        fork_engine._zygote_for(str(first)).close()
+        _helper_for(str(first)).close()
 
 
 def test_a_step_is_never_handed_to_a_helper_another_workflow_just_retired(project, monkeypatch):
@@ -488,7 +494,7 @@ def test_a_step_is_never_handed_to_a_helper_another_workflow_just_retired(projec
     step.start()
     try:
         assert asking.wait(60)
-        bigger = fork_engine._zygote_for(str(other))  # retires the first helper
+        bigger = _helper_for(str(other))  # retires the first helper
         step.join(60)
         child = children[0]
         assert not isinstance(child, Exception), child

@@ -65,7 +65,6 @@ from kit.base.digests import canonical_bytes, digest, is_sha256, sha256_bytes, s
 from kit.errors import InvalidInput, KitError
 
 GENESIS = "0" * 64
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 TEMP_PREFIX = ".tmp-"
 _MEMORY_CREATE = threading.Lock()  # fsspec's memory `xb` checks, then writes: one creator at a time
@@ -385,7 +384,7 @@ class WorkflowStore:
         """A bundle's lock, checked: it hashes to `bundle_id` and says so."""
         from kit.bundles.lock import bundle_id as hash_of_lock
 
-        if not _HEX64.match(bundle_id or ""):
+        if not is_sha256(bundle_id):
             raise StoreDamaged(f"store {self.url}: {bundle_id!r} is not a bundle id (64 hex digits)")
         path = self._path("bundles", bundle_id, "lock.json")
         data = self._read(path)
@@ -393,7 +392,7 @@ class WorkflowStore:
             raise StoreDamaged(f"store {self.url}: bundle {bundle_id} has no lock ({self.where(path)} is missing)")
         lock = self._json(path, data, "lock")
         files = lock.get("files")
-        if not isinstance(files, dict) or not all(isinstance(v, str) and _HEX64.match(v) for v in files.values()):
+        if not isinstance(files, dict) or not all(is_sha256(v) for v in files.values()):
             raise StoreDamaged(
                 f"store {self.url}: {self.where(path)}: malformed lock: `files` must map paths to sha256"
             )
@@ -411,7 +410,7 @@ class WorkflowStore:
 
     def put_record(self, bundle_id: str, record_digest: str, data: bytes) -> bool:
         """Add a verification record (they accumulate) under its digest; False when it is there already."""
-        if not _HEX64.match(record_digest):
+        if not is_sha256(record_digest):
             raise KitError(f"{record_digest!r} is not a record digest (sha256)")
         return self._create(self._path("bundles", bundle_id, "records", record_digest + ".json"), data)
 
@@ -464,7 +463,7 @@ class WorkflowStore:
             problems.append(f"name {entry.get('name')!r} is not {name!r}")
         if str(entry.get("version")) != version:
             problems.append(f"version {entry.get('version')!r} is not {version!r}")
-        if not isinstance(entry.get("bundle_id"), str) or not _HEX64.match(entry["bundle_id"]):
+        if not is_sha256(entry.get("bundle_id")):
             problems.append("bundle_id is not a sha256")
         if problems:
             raise StoreDamaged(

@@ -232,13 +232,6 @@ _ZYGOTE: Zygote | None = None
 _ZYGOTE_LOCK = threading.Lock()
 
 
-def _zygote_for(notebook: str) -> Zygote:
-    """The zygote that has imported what `notebook`'s workflow imports: the current one, or a new one."""
-    modules = workflow_imports(notebook)
-    with _ZYGOTE_LOCK:
-        return _choose(modules)
-
-
 def _fork_step(notebook: str, request: dict[str, Any]) -> _Child:
     """Fork `request` on the zygote for `notebook`, chosen and asked under one lock: another workflow's
     step cannot retire it in between (a retired zygote with nothing running exits, failing the fork)."""
