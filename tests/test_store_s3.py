@@ -123,3 +123,16 @@ def test_a_missing_bucket_is_one_line(tmp_path, s3_env, bucket):
         result.stderr.strip()
         == "error: store s3://no-such-bucket-kit/store does not exist (no such bucket); create it first to start an empty store"
     )
+
+
+def test_wrong_keys_an_unreachable_endpoint_or_no_bucket_say_so_in_one_line(tmp_path, s3_env, bucket):
+    """Not "the bucket does not exist" for every failure: the backend's own reason, one line, exit 2."""
+    user = make_project(tmp_path / "user", bucket)
+    unreachable = kit(
+        user, {**s3_env, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:1", "AWS_MAX_ATTEMPTS": "1"}, "install", "echo"
+    )
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr, unreachable.stderr
+    assert "cannot be reached" in unreachable.stderr and "does not exist" not in unreachable.stderr
+    no_bucket = kit(user, s3_env, "install", "echo", "--store", "s3://")
+    assert no_bucket.returncode == 2 and "Traceback" not in no_bucket.stderr, no_bucket.stderr
+    assert "names no bucket" in no_bucket.stderr

@@ -237,7 +237,16 @@ class WorkflowStore:
             elif self.protocol == "memory":
                 found = self.fs.exists(self.root) or self.fs.isdir(self.root)
             else:  # an object store: its bucket must exist; the prefix appears with the first file
-                found = self.fs.exists(self.root.split("/", 1)[0])
+                bucket = self.root.split("/", 1)[0]
+                if not bucket:
+                    raise StoreUnavailable(f"store {self.url} names no bucket: give {self.protocol}://BUCKET/PREFIX")
+                try:  # not `exists`, which answers False for a refused key or an unreachable endpoint alike
+                    self.fs.info(bucket)
+                    found = True
+                except FileNotFoundError:
+                    found = False
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # credentials, network, permissions: whatever the backend raises
             raise StoreUnavailable(f"store {self.url}: cannot be reached: {type(exc).__name__}: {exc}") from None
         if not found:
